@@ -1,0 +1,57 @@
+# Two commands matter: `make run` (the whole stack on :9999) and `make test`.
+# Both install what they need on a fresh clone.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN_DIR ?= /tmp/rinha-run
+export RUN_DIR
+
+.PHONY: install run stop test unit integration bench stubs check-stubs up down clean
+
+install: $(STAMP) nginx
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Debian's nginx, installed only when missing (needs root or sudo).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; }
+
+run: install
+	$(PY) -m tools.stack run
+
+stop:
+	@$(PY) -m tools.stack stop
+
+test: install
+	$(PY) -m pytest -q
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+integration: install
+	$(PY) -m pytest -q tests/integration
+
+bench: install
+	$(PY) -m loadtest.bench
+
+# Regenerate the gRPC stubs from protos/ (tests fail if they are stale).
+stubs: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iservices/common/rpc=protos --python_out=. --pyi_out=. \
+	  --grpc_python_out=. protos/pipeline.proto
+
+up:
+	docker compose up --build
+
+down:
+	docker compose down -v
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,175 @@
+"""HTTP endpoints. A plain dispatch table on aiohttp's low-level server: no
+router, no middleware, so the hot path (``POST /payments``) is parse, append to
+the spool, answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import orjson
+from aiohttp import web
+
+from services.api.shipper import Shipper
+from services.api.spool import Spool, SpoolFull
+from services.common.payment import InvalidPayment, parse_slip
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.rpc import pipeline_pb2_grpc
+from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
+
+log = logging.getLogger("api")
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+MAX_BODY_BYTES = 16 * 1024
+JSON = "application/json"
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=JSON)
+
+
+def error(status: int, message: str, **headers: str) -> web.Response:
+    response = json_response({"error": message}, status)
+    response.headers.update(headers)
+    return response
+
+
+def _totals_json(totals: pb.ProcessorTotals) -> dict[str, float | int]:
+    return {"totalRequests": totals.total_requests,
+            "totalAmount": totals.total_amount_cents / 100}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    ack_mode: str  # "spool": 202 once spooled; "cache": 202 once the cache acknowledged
+    ack_timeout_seconds: float
+    rpc_timeout_seconds: float
+    instance: str
+
+
+class Api:
+    def __init__(self, options: ApiOptions, spool: Spool, shipper: Shipper,
+                 stub: pipeline_pb2_grpc.CacheStub) -> None:
+        self.options = options
+        self.spool = spool
+        self.shipper = shipper
+        self.stub = stub
+        self.accepted = 0
+        self.rejected = 0
+        self._routes: dict[str, dict[str, Handler]] = {
+            "/payments": {"POST": self.post_payment},
+            "/payments-summary": {"GET": self.get_summary},
+            "/purge-payments": {"POST": self.purge},
+            "/stats": {"GET": self.get_stats},
+            "/health": {"GET": self.get_health},
+        }
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        methods = self._routes.get(request.path)
+        if methods is None:
+            if request.path.startswith("/payments/"):
+                methods = {"GET": self.get_payment}
+            else:
+                return error(404, f"no such endpoint: {request.path}")
+        handler = methods.get(request.method)
+        if handler is None:
+            return error(405, f"{request.method} is not allowed here", Allow=", ".join(methods))
+        try:
+            return await handler(request)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("cache call failed", extra={"fields": {"code": str(exc.code())}})
+            return error(503, "the cache is unavailable, try again", **{"Retry-After": "1"})
+
+    async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            self.rejected += 1
+            return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        body = await request.read()
+        try:
+            slip = parse_slip(body)
+        except InvalidPayment as exc:
+            self.rejected += 1
+            return error(400 if "JSON" in str(exc) else 422, str(exc))
+        try:
+            seq = self.spool.append(slip.correlation_id, slip.amount_cents)
+        except SpoolFull:
+            return error(503, "backlog full, try again later", **{"Retry-After": "1"})
+        self.accepted += 1
+        if self.options.ack_mode == "cache":
+            # The payment is already durable in the spool; waiting only makes it
+            # visible to every instance before answering. On timeout it is still
+            # delivered, so the answer stays 202.
+            try:
+                await asyncio.wait_for(self.shipper.wait_acked(seq), self.options.ack_timeout_seconds)
+            except TimeoutError:
+                pass
+        return web.Response(status=202)
+
+    async def get_summary(self, request: web.BaseRequest) -> web.StreamResponse:
+        query = request.query
+        try:
+            from_us = parse_iso_us(query["from"], round_up=True) if query.get("from") else None
+            to_us = parse_iso_us(query["to"]) if query.get("to") else None
+        except InvalidTimestamp as exc:
+            return error(400, f"{exc}; expected e.g. 2020-07-10T12:34:56.000Z")
+        if from_us is not None and to_us is not None and from_us > to_us:
+            return error(400, "from must not be later than to")
+        reply = await self.stub.Summary(pb.SummaryRequest(from_us=from_us, to_us=to_us),
+                                        timeout=self.options.rpc_timeout_seconds)
+        return json_response({"default": _totals_json(reply.default),
+                              "fallback": _totals_json(reply.fallback)})
+
+    async def purge(self, request: web.BaseRequest) -> web.StreamResponse:
+        reply = await self.stub.Purge(pb.PurgeRequest(), timeout=self.options.rpc_timeout_seconds)
+        return json_response({"message": "payments purged", "purged": reply.purged})
+
+    async def get_payment(self, request: web.BaseRequest) -> web.StreamResponse:
+        correlation_id = request.path.removeprefix("/payments/").lower()
+        if self.spool.holds(correlation_id):
+            return json_response({"correlationId": correlation_id, "state": "accepted"})
+        reply = await self.stub.Lookup(pb.LookupRequest(correlation_id=correlation_id),
+                                       timeout=self.options.rpc_timeout_seconds)
+        if reply.state == "unknown":
+            return error(404, f"no payment {correlation_id}")
+        body: dict[str, object] = {"correlationId": correlation_id, "state": reply.state,
+                                   "amount": reply.amount_cents / 100, "attempts": reply.attempts}
+        if reply.state == "processed":
+            body["processor"] = reply.processor
+            body["requestedAt"] = format_ms(reply.requested_at_ms)
+        return json_response(body)
+
+    async def get_stats(self, request: web.BaseRequest) -> web.StreamResponse:
+        reply = await self.stub.Stats(pb.StatsRequest(), timeout=self.options.rpc_timeout_seconds)
+        consumer = reply.consumer
+        return json_response({
+            "queue": {"pending": reply.queued, "delayed": reply.delayed,
+                      "inFlight": reply.in_flight, "requeued": reply.requeued,
+                      "duplicates": reply.duplicates},
+            "processed": {"default": _totals_json(reply.default),
+                          "fallback": _totals_json(reply.fallback)},
+            "consumer": {
+                "routing": consumer.routing,
+                "workers": {"size": consumer.pool_size, "running": consumer.jobs_running,
+                            "done": consumer.jobs_done, "failed": consumer.jobs_failed,
+                            "timedOut": consumer.jobs_timed_out},
+                "retries": consumer.retries,
+                "unknownOutcomes": consumer.unknown_outcomes,
+                "unknownSettled": consumer.unknown_settled,
+                "health": {h.name: {"failing": h.failing, "minResponseTime": h.min_response_time_ms,
+                                    "checkedAt": format_ms(h.checked_at_ms) if h.checked_at_ms else None}
+                           for h in consumer.health},
+                "publishedAt": format_ms(consumer.published_at_ms) if consumer.published_at_ms else None,
+            },
+            "api": self._local_stats(),
+        })
+
+    async def get_health(self, request: web.BaseRequest) -> web.StreamResponse:
+        return json_response({"status": "ok", **self._local_stats()})
+
+    def _local_stats(self) -> dict[str, object]:
+        return {"instance": self.options.instance, "accepted": self.accepted,
+                "rejected": self.rejected, "spoolPending": self.spool.pending,
+                "cacheConnected": self.shipper.connected}

@@ -1,0 +1,70 @@
+"""``python -m services.cache``: the gRPC cache/queue server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import signal
+from dataclasses import dataclass
+
+import grpc
+import uvloop
+
+from services.cache.server import CacheService, expire_leases_forever
+from services.cache.store import Store
+from services.common import logs
+from services.common.config import env_int, env_str, load_or_exit
+from services.common.rpc import pipeline_pb2_grpc
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    address: str
+    lease_ms: int
+
+    @classmethod
+    def from_env(cls) -> CacheSettings:
+        return cls(
+            address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
+            lease_ms=env_int("CACHE_LEASE_MS", 60_000, minimum=1_000, maximum=3_600_000),
+        )
+
+
+def _remove_stale_socket(address: str) -> None:
+    if address.startswith("unix:"):
+        path = address.removeprefix("unix:").removeprefix("//")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+async def serve(settings: CacheSettings) -> None:
+    log = logs.setup("cache")
+    store = Store(lease_seconds=settings.lease_ms / 1000)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store), server)
+    _remove_stale_socket(settings.address)
+    server.add_insecure_port(settings.address)
+    await server.start()
+    sweeper = asyncio.create_task(expire_leases_forever(store))
+    gc.freeze()
+    log.info("listening", extra=logs.fields(address=settings.address))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra=logs.fields(queued=store.queued, in_flight=len(store.leased)))
+    sweeper.cancel()
+    await server.stop(grace=2)
+
+
+def main() -> None:
+    settings = load_or_exit(CacheSettings.from_env, "cache")
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

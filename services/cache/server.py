@@ -1,0 +1,113 @@
+"""The cache as a gRPC service: a thin translation between protobuf and ``Store``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.cache.store import Completed, Entry, State, Store
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.rpc import pipeline_pb2_grpc
+
+_STATE_NAMES = {State.QUEUED: "pending", State.DELAYED: "pending",
+                State.LEASED: "processing", State.DONE: "processed"}
+MAX_DEQUEUE = 1000
+MAX_WAIT_MS = 5_000
+
+
+def _totals(store: Store, processor: str, request: pb.SummaryRequest) -> pb.ProcessorTotals:
+    from_us = request.from_us if request.HasField("from_us") else None
+    to_us = request.to_us if request.HasField("to_us") else None
+    totals = store.totals(processor, from_us, to_us)
+    return pb.ProcessorTotals(total_requests=totals.count, total_amount_cents=totals.amount_cents)
+
+
+def _payment(entry: Entry) -> pb.Payment:
+    return pb.Payment(correlation_id=entry.correlation_id, amount_cents=entry.amount_cents,
+                      check=entry.check, attempts=entry.attempts)
+
+
+class CacheService(pipeline_pb2_grpc.CacheServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.consumer_stats = pb.ConsumerStats()
+
+    def _submit(self, batch: pb.SubmitBatch) -> pb.SubmitAck:
+        new, dup = self.store.submit((p.correlation_id, p.amount_cents) for p in batch.payments)
+        return pb.SubmitAck(seq=batch.seq, accepted=new, duplicates=dup)
+
+    async def Submit(self, request_iterator: AsyncIterator[pb.SubmitBatch],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SubmitAck]:
+        async for batch in request_iterator:
+            yield self._submit(batch)
+
+    async def Enqueue(self, request: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
+        return self._submit(request)
+
+    async def DequeueBatch(self, request: pb.DequeueRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DequeueReply:
+        limit = min(request.max or 1, MAX_DEQUEUE)
+        wait = min(request.wait_ms, MAX_WAIT_MS) / 1000
+        taken = await self.store.take_waiting(limit, wait) if wait else self.store.take(limit)
+        if context.cancelled():  # the consumer gave up the call: nothing was handed out
+            for entry in taken:
+                self.store.requeue(entry.correlation_id, entry.check, 0)
+            return pb.DequeueReply()
+        return pb.DequeueReply(payments=[_payment(e) for e in taken])
+
+    async def Complete(self, request: pb.CompleteRequest,
+                       context: grpc.aio.ServicerContext) -> pb.CompleteReply:
+        recorded, ignored = self.store.complete(
+            Completed(c.correlation_id, c.processor, c.amount_cents, c.requested_at_ms)
+            for c in request.completions)
+        return pb.CompleteReply(recorded=recorded, ignored=ignored)
+
+    async def Requeue(self, request: pb.RequeueRequest,
+                      context: grpc.aio.ServicerContext) -> pb.RequeueReply:
+        count = sum(self.store.requeue(r.payment.correlation_id, tuple(r.payment.check),
+                                       r.delay_ms / 1000) for r in request.retries)
+        return pb.RequeueReply(requeued=count)
+
+    async def Summary(self, request: pb.SummaryRequest,
+                      context: grpc.aio.ServicerContext) -> pb.SummaryReply:
+        return pb.SummaryReply(default=_totals(self.store, "default", request),
+                               fallback=_totals(self.store, "fallback", request))
+
+    async def Lookup(self, request: pb.LookupRequest,
+                     context: grpc.aio.ServicerContext) -> pb.LookupReply:
+        entry = self.store.lookup(request.correlation_id)
+        if entry is None:
+            return pb.LookupReply(state="unknown")
+        return pb.LookupReply(state=_STATE_NAMES[entry.state], processor=entry.processor,
+                              requested_at_ms=entry.requested_at_ms,
+                              amount_cents=entry.amount_cents, attempts=entry.attempts)
+
+    async def Purge(self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext) -> pb.PurgeReply:
+        return pb.PurgeReply(purged=self.store.purge())
+
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
+        store = self.store
+        everything = pb.SummaryRequest()
+        return pb.StatsReply(
+            queued=store.queued,
+            delayed=sum(1 for _, _, e in store.delayed if e.state is State.DELAYED),
+            in_flight=len(store.leased),
+            default=_totals(store, "default", everything),
+            fallback=_totals(store, "fallback", everything),
+            requeued=store.counters.requeued,
+            duplicates=store.counters.duplicates,
+            consumer=self.consumer_stats,
+        )
+
+    async def PublishConsumerStats(self, request: pb.ConsumerStats,
+                                   context: grpc.aio.ServicerContext) -> pb.Empty:
+        self.consumer_stats = request
+        return pb.Empty()
+
+
+async def expire_leases_forever(store: Store, every_seconds: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every_seconds)
+        store.expire_leases()

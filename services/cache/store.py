@@ -1,0 +1,221 @@
+"""The cache's state: pending queue, leases, ledger, and the set of known ids.
+
+Every payment the cache has ever accepted (since the last purge) has one
+``Entry``; its ``state`` says where it is. The queue and the delay heap hold
+references that may go stale (a queued entry completed by a late report); they
+are skipped when popped, which keeps every operation O(1) or O(log n).
+
+Leases: a dequeued payment is lent to the consumer until completed or handed
+back. A lease that expires (consumer died) puts the payment back at the head of
+the queue, marked to be checked at every processor before being sent again,
+because the dead consumer may have sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.cache.ledger import Ledger, Totals
+from services.common.payment import PROCESSORS
+
+
+class State(enum.IntEnum):
+    QUEUED = 1
+    DELAYED = 2
+    LEASED = 3
+    DONE = 4
+
+
+@dataclass(slots=True)
+class Entry:
+    correlation_id: str
+    amount_cents: int
+    state: State = State.QUEUED
+    check: tuple[str, ...] = ()
+    attempts: int = 0
+    lease_until: float = 0.0
+    processor: str = ""
+    requested_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    correlation_id: str
+    processor: str
+    amount_cents: int
+    requested_at_ms: int
+
+
+@dataclass(slots=True)
+class Counters:
+    duplicates: int = 0
+    requeued: int = 0
+    leases_expired: int = 0
+    late_completions: int = 0
+
+
+@dataclass(slots=True)
+class Store:
+    lease_seconds: float = 60.0
+    entries: dict[str, Entry] = field(default_factory=dict)
+    queue: deque[Entry] = field(default_factory=deque)
+    delayed: list[tuple[float, int, Entry]] = field(default_factory=list)
+    leased: dict[str, Entry] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=lambda: Ledger(PROCESSORS))
+    counters: Counters = field(default_factory=Counters)
+    _queued: int = 0
+    _tiebreak: int = 0
+    _work: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- intake -----------------------------------------------------------
+    def submit(self, payments: Iterable[tuple[str, int]]) -> tuple[int, int]:
+        """Queue new payments; ids already known are ignored. Returns (new, dup)."""
+        new = dup = 0
+        for correlation_id, amount_cents in payments:
+            if correlation_id in self.entries:
+                dup += 1
+                continue
+            entry = Entry(correlation_id, amount_cents)
+            self.entries[correlation_id] = entry
+            self._enqueue(entry)
+            new += 1
+        self.counters.duplicates += dup
+        return new, dup
+
+    # -- handing out work ---------------------------------------------------
+    def take(self, limit: int, now: float | None = None) -> list[Entry]:
+        now = time.monotonic() if now is None else now
+        self._promote_due(now)
+        taken: list[Entry] = []
+        while self.queue and len(taken) < limit:
+            entry = self.queue.popleft()
+            if entry.state is not State.QUEUED:
+                continue
+            self._queued -= 1
+            entry.state = State.LEASED
+            entry.lease_until = now + self.lease_seconds
+            self.leased[entry.correlation_id] = entry
+            taken.append(entry)
+        if not self._queued:
+            self._work.clear()
+        return taken
+
+    async def take_waiting(self, limit: int, wait_seconds: float) -> list[Entry]:
+        """``take``, waiting up to ``wait_seconds`` for work to appear."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            taken = self.take(limit)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                return taken
+            timeout = min(remaining, self._until_next_due())
+            try:
+                await asyncio.wait_for(self._work.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    # -- results --------------------------------------------------------------
+    def complete(self, results: Iterable[Completed]) -> tuple[int, int]:
+        """Record processed payments once. Returns (recorded, ignored).
+
+        A report for an id the cache does not know (purged meanwhile) or has
+        already recorded is ignored: the ledger never counts a payment twice.
+        """
+        recorded = ignored = 0
+        for result in results:
+            entry = self.entries.get(result.correlation_id)
+            if entry is None or entry.state is State.DONE or result.processor not in PROCESSORS:
+                ignored += 1
+                continue
+            if entry.state is not State.LEASED:
+                self.counters.late_completions += 1
+                if entry.state is State.QUEUED:
+                    self._queued -= 1
+            self.leased.pop(entry.correlation_id, None)
+            entry.state = State.DONE
+            entry.processor = result.processor
+            entry.amount_cents = result.amount_cents
+            entry.requested_at_ms = result.requested_at_ms
+            entry.check = ()
+            self.ledger.add(result.processor, result.requested_at_ms, result.amount_cents)
+            recorded += 1
+        return recorded, ignored
+
+    def requeue(self, correlation_id: str, check: tuple[str, ...], delay_seconds: float,
+                now: float | None = None) -> bool:
+        """Hand a leased payment back for another attempt."""
+        entry = self.leased.pop(correlation_id, None)
+        if entry is None or entry.state is not State.LEASED:
+            return False
+        entry.check = tuple(name for name in check if name in PROCESSORS)
+        entry.attempts += 1
+        self.counters.requeued += 1
+        if delay_seconds > 0:
+            now = time.monotonic() if now is None else now
+            entry.state = State.DELAYED
+            self._tiebreak += 1
+            heapq.heappush(self.delayed, (now + delay_seconds, self._tiebreak, entry))
+        else:
+            self._enqueue(entry)
+        return True
+
+    def expire_leases(self, now: float | None = None) -> int:
+        """Put back payments whose lease ran out; their fate must be checked first."""
+        now = time.monotonic() if now is None else now
+        expired = [e for e in self.leased.values() if e.lease_until <= now]
+        for entry in expired:
+            del self.leased[entry.correlation_id]
+            entry.check = PROCESSORS
+            self._enqueue(entry, front=True)
+        self.counters.leases_expired += len(expired)
+        return len(expired)
+
+    # -- reads ------------------------------------------------------------
+    def totals(self, processor: str, from_us: int | None, to_us: int | None) -> Totals:
+        return self.ledger.totals(processor, from_us, to_us)
+
+    def lookup(self, correlation_id: str) -> Entry | None:
+        return self.entries.get(correlation_id)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def purge(self) -> int:
+        count = len(self.entries)
+        self.entries.clear()
+        self.queue.clear()
+        self.delayed.clear()
+        self.leased.clear()
+        self.ledger.clear()
+        self._queued = 0
+        self._work.clear()
+        return count
+
+    # -- internals --------------------------------------------------------
+    def _enqueue(self, entry: Entry, front: bool = False) -> None:
+        entry.state = State.QUEUED
+        if front:
+            self.queue.appendleft(entry)
+        else:
+            self.queue.append(entry)
+        self._queued += 1
+        self._work.set()
+
+    def _promote_due(self, now: float) -> None:
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, entry = heapq.heappop(delayed)
+            if entry.state is State.DELAYED:
+                self._enqueue(entry)
+
+    def _until_next_due(self) -> float:
+        if not self.delayed:
+            return 3600.0
+        return max(0.0, self.delayed[0][0] - time.monotonic())

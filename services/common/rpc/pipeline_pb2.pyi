@@ -1,0 +1,217 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Payment(_message.Message):
+    __slots__ = ("correlation_id", "amount_cents", "check", "attempts")
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: str
+    amount_cents: int
+    check: _containers.RepeatedScalarFieldContainer[str]
+    attempts: int
+    def __init__(self, correlation_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., check: _Optional[_Iterable[str]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class SubmitBatch(_message.Message):
+    __slots__ = ("seq", "payments")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    payments: _containers.RepeatedCompositeFieldContainer[Payment]
+    def __init__(self, seq: _Optional[int] = ..., payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ...) -> None: ...
+
+class SubmitAck(_message.Message):
+    __slots__ = ("seq", "accepted", "duplicates")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    accepted: int
+    duplicates: int
+    def __init__(self, seq: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class DequeueRequest(_message.Message):
+    __slots__ = ("max", "wait_ms")
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    max: int
+    wait_ms: int
+    def __init__(self, max: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class DequeueReply(_message.Message):
+    __slots__ = ("payments",)
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    payments: _containers.RepeatedCompositeFieldContainer[Payment]
+    def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ...) -> None: ...
+
+class Completion(_message.Message):
+    __slots__ = ("correlation_id", "processor", "amount_cents", "requested_at_ms")
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: str
+    processor: str
+    amount_cents: int
+    requested_at_ms: int
+    def __init__(self, correlation_id: _Optional[str] = ..., processor: _Optional[str] = ..., amount_cents: _Optional[int] = ..., requested_at_ms: _Optional[int] = ...) -> None: ...
+
+class CompleteRequest(_message.Message):
+    __slots__ = ("completions",)
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    completions: _containers.RepeatedCompositeFieldContainer[Completion]
+    def __init__(self, completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ...) -> None: ...
+
+class CompleteReply(_message.Message):
+    __slots__ = ("recorded", "ignored")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    ignored: int
+    def __init__(self, recorded: _Optional[int] = ..., ignored: _Optional[int] = ...) -> None: ...
+
+class Retry(_message.Message):
+    __slots__ = ("payment", "delay_ms")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    delay_ms: int
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., delay_ms: _Optional[int] = ...) -> None: ...
+
+class RequeueRequest(_message.Message):
+    __slots__ = ("retries",)
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    retries: _containers.RepeatedCompositeFieldContainer[Retry]
+    def __init__(self, retries: _Optional[_Iterable[_Union[Retry, _Mapping]]] = ...) -> None: ...
+
+class RequeueReply(_message.Message):
+    __slots__ = ("requeued",)
+    REQUEUED_FIELD_NUMBER: _ClassVar[int]
+    requeued: int
+    def __init__(self, requeued: _Optional[int] = ...) -> None: ...
+
+class SummaryRequest(_message.Message):
+    __slots__ = ("from_us", "to_us")
+    FROM_US_FIELD_NUMBER: _ClassVar[int]
+    TO_US_FIELD_NUMBER: _ClassVar[int]
+    from_us: int
+    to_us: int
+    def __init__(self, from_us: _Optional[int] = ..., to_us: _Optional[int] = ...) -> None: ...
+
+class ProcessorTotals(_message.Message):
+    __slots__ = ("total_requests", "total_amount_cents")
+    TOTAL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    total_requests: int
+    total_amount_cents: int
+    def __init__(self, total_requests: _Optional[int] = ..., total_amount_cents: _Optional[int] = ...) -> None: ...
+
+class SummaryReply(_message.Message):
+    __slots__ = ("default", "fallback")
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    default: ProcessorTotals
+    fallback: ProcessorTotals
+    def __init__(self, default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ...) -> None: ...
+
+class PurgeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PurgeReply(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("correlation_id",)
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: str
+    def __init__(self, correlation_id: _Optional[str] = ...) -> None: ...
+
+class LookupReply(_message.Message):
+    __slots__ = ("state", "processor", "requested_at_ms", "amount_cents", "attempts")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    processor: str
+    requested_at_ms: int
+    amount_cents: int
+    attempts: int
+    def __init__(self, state: _Optional[str] = ..., processor: _Optional[str] = ..., requested_at_ms: _Optional[int] = ..., amount_cents: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class ProcessorHealth(_message.Message):
+    __slots__ = ("name", "failing", "min_response_time_ms", "checked_at_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAILING_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESPONSE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    failing: bool
+    min_response_time_ms: int
+    checked_at_ms: int
+    def __init__(self, name: _Optional[str] = ..., failing: _Optional[bool] = ..., min_response_time_ms: _Optional[int] = ..., checked_at_ms: _Optional[int] = ...) -> None: ...
+
+class ConsumerStats(_message.Message):
+    __slots__ = ("jobs_running", "jobs_done", "jobs_failed", "jobs_timed_out", "pool_size", "retries", "unknown_outcomes", "unknown_settled", "health", "routing", "published_at_ms")
+    JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_SETTLED_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    jobs_running: int
+    jobs_done: int
+    jobs_failed: int
+    jobs_timed_out: int
+    pool_size: int
+    retries: int
+    unknown_outcomes: int
+    unknown_settled: int
+    health: _containers.RepeatedCompositeFieldContainer[ProcessorHealth]
+    routing: str
+    published_at_ms: int
+    def __init__(self, jobs_running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., jobs_timed_out: _Optional[int] = ..., pool_size: _Optional[int] = ..., retries: _Optional[int] = ..., unknown_outcomes: _Optional[int] = ..., unknown_settled: _Optional[int] = ..., health: _Optional[_Iterable[_Union[ProcessorHealth, _Mapping]]] = ..., routing: _Optional[str] = ..., published_at_ms: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsReply(_message.Message):
+    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    REQUEUED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    delayed: int
+    in_flight: int
+    default: ProcessorTotals
+    fallback: ProcessorTotals
+    requeued: int
+    duplicates: int
+    consumer: ConsumerStats
+    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ...) -> None: ...
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,26 @@
+"""One way to reach the cache: channel options shared by every client."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common.rpc import pipeline_pb2_grpc
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+def cache_channel(address: str) -> grpc.aio.Channel:
+    """``address`` is ``unix:/path/to.sock`` or ``host:port``."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def cache_stub(channel: grpc.aio.Channel) -> pipeline_pb2_grpc.CacheStub:
+    return pipeline_pb2_grpc.CacheStub(channel)

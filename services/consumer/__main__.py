@@ -1,0 +1,124 @@
+"""``python -m services.consumer``: pulls payments from the cache and gets them
+charged by the payment processors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+from dataclasses import dataclass
+
+import uvloop
+
+from services.common import logs
+from services.common.config import (ConfigError, env_choice, env_float, env_int, env_str,
+                                    env_url, load_or_exit)
+from services.common.payment import PROCESSORS
+from services.common.rpc_client import cache_channel, cache_stub
+from services.consumer.health import poll_health
+from services.consumer.jobs import JobContext, RetryPolicy
+from services.consumer.processors import ProcessorClient, Timeouts
+from services.consumer.reporting import Reporter
+from services.consumer.routing import STRATEGIES, ProcessorState, Router
+from services.consumer.worker import Consumer
+from services.orch import Limits, Orchestrator
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    cache_address: str
+    processor_urls: dict[str, str]
+    routing: str
+    limits: Limits
+    timeouts: Timeouts
+    batch_size: int
+    poll_wait_ms: int
+    flush_ms: int
+    health_interval_seconds: float
+    probe_interval_ms: int
+    settle_margin_ms: int
+
+    @classmethod
+    def from_env(cls) -> ConsumerSettings:
+        timeouts = Timeouts(
+            payment_seconds=env_int("CONSUMER_PAYMENT_TIMEOUT_MS", 10_000, minimum=100) / 1000,
+            lookup_seconds=env_int("CONSUMER_LOOKUP_TIMEOUT_MS", 3_000, minimum=100) / 1000,
+        )
+        limits = Limits(
+            workers=env_int("CONSUMER_WORKERS", 100, minimum=1, maximum=2_000),
+            job_timeout_seconds=env_int("CONSUMER_JOB_TIMEOUT_MS", 30_000, minimum=100) / 1000,
+        )
+        if limits.job_timeout_seconds <= timeouts.payment_seconds + timeouts.lookup_seconds:
+            raise ConfigError("CONSUMER_JOB_TIMEOUT_MS must exceed the payment plus lookup "
+                              "timeouts, or jobs would be cut off mid-call")
+        return cls(
+            cache_address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
+            processor_urls={
+                "default": env_url("PROCESSOR_DEFAULT_URL", "http://payment-processor-default:8080"),
+                "fallback": env_url("PROCESSOR_FALLBACK_URL", "http://payment-processor-fallback:8080"),
+            },
+            routing=env_choice("ROUTING_STRATEGY", "patient", STRATEGIES),
+            limits=limits,
+            timeouts=timeouts,
+            batch_size=env_int("CONSUMER_BATCH", 30, minimum=1, maximum=1_000),
+            poll_wait_ms=env_int("CONSUMER_POLL_WAIT_MS", 500, minimum=0, maximum=5_000),
+            flush_ms=env_int("CONSUMER_FLUSH_MS", 5, minimum=0, maximum=1_000),
+            health_interval_seconds=env_float("HEALTH_POLL_INTERVAL_S", 5.05, minimum=5.0),
+            probe_interval_ms=env_int("CONSUMER_PROBE_INTERVAL_MS", 100, minimum=1),
+            settle_margin_ms=env_int("CONSUMER_SETTLE_MARGIN_MS", 1_000, minimum=0),
+        )
+
+
+async def serve(settings: ConsumerSettings) -> None:
+    log = logs.setup("consumer")
+    channel = cache_channel(settings.cache_address)
+    stub = cache_stub(channel)
+    client = ProcessorClient(settings.processor_urls, settings.timeouts,
+                             max_connections=settings.limits.workers + 8)
+    await client.start()
+    router = Router(settings.routing, {name: ProcessorState(name) for name in PROCESSORS},
+                    probe_interval_seconds=settings.probe_interval_ms / 1000)
+    reporter = Reporter(stub, flush_seconds=settings.flush_ms / 1000)
+    ctx = JobContext(client, router, reporter,
+                     RetryPolicy(settle_margin_seconds=settings.settle_margin_ms / 1000))
+    orchestrator = Orchestrator(settings.limits)
+    consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
+                        poll_wait_ms=settings.poll_wait_ms)
+    background = [asyncio.create_task(reporter.run()),
+                  asyncio.create_task(consumer.publish_stats_forever())]
+    background += [asyncio.create_task(poll_health(client, router, name,
+                                                   settings.health_interval_seconds))
+                   for name in PROCESSORS]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, consumer.stop)
+    gc.freeze()
+    log.info("started", extra=logs.fields(routing=settings.routing,
+                                          workers=settings.limits.workers,
+                                          processors=settings.processor_urls))
+    await consumer.run()
+    # Stopping: let running jobs finish (each has its own deadline), then make
+    # sure every result reached the cache.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(settings.limits.job_timeout_seconds):
+            await orchestrator.drain()
+    await orchestrator.stop()
+    for task in background:
+        task.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            while reporter.pending and not await reporter.flush():
+                await asyncio.sleep(0.1)
+    log.info("stopped", extra=logs.fields(unreported=reporter.pending))
+    await client.close()
+    await channel.close()
+
+
+def main() -> None:
+    settings = load_or_exit(ConsumerSettings.from_env, "consumer")
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

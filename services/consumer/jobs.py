@@ -1,0 +1,130 @@
+"""The payment job: one attempt at getting one payment charged exactly once.
+
+The rule that keeps the ledger equal to the processors' own: a payment whose
+last attempt has an unknown outcome is never sent anywhere until the processor
+it went to has been asked (``GET /payments/{id}``) after that attempt can no
+longer land. A processor that answers late still inserts, so asking too early
+proves nothing; the wait is the payment timeout or the processor's advertised
+delay, whichever is longer, plus a margin.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.timefmt import format_ms, now_ms
+from services.consumer.processors import LookupFailed, Outcome, ProcessorClient
+from services.consumer.reporting import Reporter
+from services.consumer.routing import Router
+
+log = logging.getLogger("consumer.jobs")
+
+
+@dataclass(slots=True)
+class Counters:
+    retries: int = 0
+    unknown_outcomes: int = 0
+    unknown_settled: int = 0
+    duplicates_settled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    failed_delay_seconds: float = 0.0
+    lookup_failed_delay_seconds: float = 1.0
+    settle_margin_seconds: float = 1.0
+
+
+@dataclass(slots=True)
+class JobContext:
+    client: ProcessorClient
+    router: Router
+    reporter: Reporter
+    policy: RetryPolicy
+    counters: Counters = field(default_factory=Counters)
+
+    def settle_delay(self, processor: str) -> float:
+        advertised = self.router.states[processor].min_response_time_ms / 1000
+        return max(self.client.timeouts.payment_seconds, advertised) + self.policy.settle_margin_seconds
+
+
+class PaymentJob:
+    __slots__ = ("payment", "ctx", "_sent_to", "_finished")
+
+    def __init__(self, payment: pb.Payment, ctx: JobContext) -> None:
+        self.payment = payment
+        self.ctx = ctx
+        self._sent_to: str | None = None
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"PaymentJob({self.payment.correlation_id})"
+
+    async def run(self) -> None:
+        try:
+            if self.payment.check and await self._settled_elsewhere():
+                return
+            await self._attempt()
+        finally:
+            self.ctx.router.release()
+
+    async def abandon(self, reason: BaseException) -> None:
+        """Timed out or crashed: hand the payment back, to be checked first if a
+        request may have reached a processor."""
+        if self._finished:
+            return
+        check = tuple(self.payment.check)
+        delay = 0.0
+        if self._sent_to is not None:
+            check = tuple(sorted(set(check) | {self._sent_to}))
+            delay = self.ctx.settle_delay(self._sent_to)
+        self._retry(check, delay)
+
+    async def _settled_elsewhere(self) -> bool:
+        """Ask each processor that may hold the payment. True if the job is over."""
+        for processor in self.payment.check:
+            try:
+                found = await self.ctx.client.find(processor, self.payment.correlation_id)
+            except LookupFailed:
+                self._retry(tuple(self.payment.check), self.ctx.policy.lookup_failed_delay_seconds)
+                return True
+            if found is not None:
+                self.ctx.counters.unknown_settled += 1
+                self._complete(processor, found.requested_at_ms, found.amount_cents)
+                return True
+        self.ctx.counters.unknown_settled += 1
+        return False
+
+    async def _attempt(self) -> None:
+        ctx, payment = self.ctx, self.payment
+        processor = ctx.router.target()
+        requested_at_ms = now_ms()
+        self._sent_to = processor
+        outcome = await ctx.client.pay(processor, payment.correlation_id, payment.amount_cents,
+                                       format_ms(requested_at_ms))
+        if outcome is Outcome.OK:
+            ctx.router.outcome(processor, ok=True)
+            self._complete(processor, requested_at_ms, payment.amount_cents)
+        elif outcome is Outcome.DUPLICATE:
+            # The processor already holds it (an earlier attempt landed): record
+            # it as the processor has it, once.
+            ctx.counters.duplicates_settled += 1
+            self._retry((processor,), 0.0)
+        elif outcome is Outcome.FAILED:
+            ctx.router.outcome(processor, ok=False)
+            self._retry((), ctx.policy.failed_delay_seconds)
+        else:
+            ctx.counters.unknown_outcomes += 1
+            self._retry((processor,), ctx.settle_delay(processor))
+
+    def _complete(self, processor: str, requested_at_ms: int, amount_cents: int) -> None:
+        self._finished = True
+        self.ctx.reporter.completed(self.payment.correlation_id, processor, amount_cents,
+                                    requested_at_ms)
+
+    def _retry(self, check: tuple[str, ...], delay_seconds: float) -> None:
+        self._finished = True
+        self.ctx.counters.retries += 1
+        self.ctx.reporter.retry(self.payment, check, delay_seconds)

@@ -1,0 +1,80 @@
+"""Results go back to the cache in batches: one Complete and one Requeue call per
+flush instead of one RPC per payment. A failed flush keeps its items and tries
+again; nothing is dropped while the consumer lives, and if it dies the cache's
+leases bring the payments back to be settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from services.common import logs
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.rpc import pipeline_pb2_grpc
+
+log = logging.getLogger("consumer.reporting")
+
+
+class Reporter:
+    def __init__(self, stub: pipeline_pb2_grpc.CacheStub, *, flush_seconds: float,
+                 rpc_timeout_seconds: float = 5.0) -> None:
+        self._stub = stub
+        self._flush_seconds = flush_seconds
+        self._rpc_timeout = rpc_timeout_seconds
+        self._completions: list[pb.Completion] = []
+        self._retries: list[pb.Retry] = []
+        self._wake = asyncio.Event()
+
+    def completed(self, correlation_id: str, processor: str, amount_cents: int,
+                  requested_at_ms: int) -> None:
+        self._completions.append(pb.Completion(
+            correlation_id=correlation_id, processor=processor,
+            amount_cents=amount_cents, requested_at_ms=requested_at_ms))
+        self._wake.set()
+
+    def retry(self, payment: pb.Payment, check: tuple[str, ...], delay_seconds: float) -> None:
+        again = pb.Payment(correlation_id=payment.correlation_id,
+                           amount_cents=payment.amount_cents, check=check)
+        self._retries.append(pb.Retry(payment=again, delay_ms=int(delay_seconds * 1000)))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._completions) + len(self._retries)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self._flush_seconds)
+            self._wake.clear()
+            if not await self.flush():
+                self._wake.set()
+                await asyncio.sleep(0.2)
+
+    async def flush(self) -> bool:
+        """Send what is pending; False if the cache could not be reached."""
+        ok = True
+        if self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                await self._stub.Complete(pb.CompleteRequest(completions=batch),
+                                          timeout=self._rpc_timeout, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                self._completions[:0] = batch
+                ok = False
+                log.warning("could not report completions", extra=logs.fields(
+                    count=len(batch), code=str(exc.code())))
+        if self._retries:
+            batch_r, self._retries = self._retries, []
+            try:
+                await self._stub.Requeue(pb.RequeueRequest(retries=batch_r),
+                                         timeout=self._rpc_timeout, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                self._retries[:0] = batch_r
+                ok = False
+                log.warning("could not hand back retries", extra=logs.fields(
+                    count=len(batch_r), code=str(exc.code())))
+        return ok

@@ -1,0 +1,85 @@
+"""The consumer's loop: take what the pool can run now, run it, report back.
+
+It asks the cache only for as many payments as there are free workers and the
+router permits, so nothing sits leased in this process waiting for a worker,
+and when the processors are down the queue stays in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from services.common import logs
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.rpc import pipeline_pb2_grpc
+from services.common.timefmt import now_ms
+from services.consumer.jobs import JobContext, PaymentJob
+from services.orch import Orchestrator
+
+log = logging.getLogger("consumer")
+
+
+class Consumer:
+    def __init__(self, stub: pipeline_pb2_grpc.CacheStub, orchestrator: Orchestrator,
+                 ctx: JobContext, *, batch_size: int, poll_wait_ms: int) -> None:
+        self.stub = stub
+        self.orch = orchestrator
+        self.ctx = ctx
+        self.batch_size = batch_size
+        self.poll_wait_ms = poll_wait_ms
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self.orch.start()
+        router = self.ctx.router
+        backoff = 0.05
+        while not self._stopping.is_set():
+            free = self.orch.free_slots()
+            if free == 0:
+                await self.orch.wait_for_free_slot()
+                continue
+            permits = router.permits(min(free, self.batch_size))
+            if permits == 0:
+                await router.wait_for_change(0.05)
+                continue
+            try:
+                reply = await self.stub.DequeueBatch(
+                    pb.DequeueRequest(max=permits, wait_ms=self.poll_wait_ms),
+                    timeout=self.poll_wait_ms / 1000 + 5, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                router.release(permits)
+                log.warning("dequeue failed", extra=logs.fields(code=str(exc.code())))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            router.release(permits - len(reply.payments))
+            for payment in reply.payments:
+                await self.orch.submit(PaymentJob(payment, self.ctx))
+
+    def stats(self) -> pb.ConsumerStats:
+        pool = self.orch.stats()
+        counters = self.ctx.counters
+        return pb.ConsumerStats(
+            jobs_running=pool.running, jobs_done=pool.done, jobs_failed=pool.failed,
+            jobs_timed_out=pool.timed_out, pool_size=pool.size, retries=counters.retries,
+            unknown_outcomes=counters.unknown_outcomes, unknown_settled=counters.unknown_settled,
+            health=[pb.ProcessorHealth(name=s.name, failing=s.health_failing,
+                                       min_response_time_ms=s.min_response_time_ms,
+                                       checked_at_ms=s.health_checked_at_ms)
+                    for s in self.ctx.router.states.values()],
+            routing=self.ctx.router.strategy, published_at_ms=now_ms())
+
+    async def publish_stats_forever(self, every_seconds: float = 1.0) -> None:
+        while True:
+            try:
+                await self.stub.PublishConsumerStats(self.stats(), timeout=2)
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(every_seconds)

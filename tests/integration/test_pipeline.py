@@ -1,0 +1,171 @@
+"""End to end through nginx: payments in, processors charged once, summaries equal."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.integration.conftest import Backend, Processors, wait_for
+from tools.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def processed(backend: Backend) -> int:
+    summary = backend.summary()
+    return summary["default"]["totalRequests"] + summary["fallback"]["totalRequests"]
+
+
+def wait_processed(backend: Backend, count: int, timeout: float = 30) -> None:
+    wait_for(lambda: processed(backend) >= count, timeout, f"{count} payments processed")
+    wait_for(lambda: (q := backend.stats()["queue"])["pending"] + q["delayed"] + q["inFlight"] == 0,
+             timeout, "an empty queue")
+
+
+def assert_consistent(backend: Backend, processors: Processors, windows: list[dict[str, str]]) -> None:
+    for params in windows:
+        ours = backend.summary(params)
+        for name in ("default", "fallback"):
+            theirs = processors.summary(name, params)
+            assert ours[name]["totalRequests"] == theirs["totalRequests"], (name, params, ours, theirs)
+            assert ours[name]["totalAmount"] == pytest.approx(theirs["totalAmount"], abs=0.001), (name, params)
+
+
+def windows_around(start: datetime, end: datetime) -> list[dict[str, str]]:
+    middle = start + (end - start) / 2
+    return [{}, {"from": iso(start), "to": iso(end)}, {"from": iso(start), "to": iso(middle)},
+            {"from": iso(middle), "to": iso(end)}, {"to": iso(middle)}]
+
+
+def test_payments_are_processed_once_and_summaries_match(clean: None, backend: Backend,
+                                                         processors: Processors) -> None:
+    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+    amounts = [19.90, 0.01, 1234.56, 7]
+    ids = []
+    for i in range(200):
+        correlation_id, response = backend.pay(amounts[i % len(amounts)])
+        assert response.status_code == 202, response.text
+        ids.append(correlation_id)
+    wait_processed(backend, 200)
+    end = datetime.now(timezone.utc) + timedelta(seconds=1)
+
+    summary = backend.summary()
+    assert summary["default"]["totalRequests"] == 200
+    assert summary["fallback"]["totalRequests"] == 0
+    assert summary["default"]["totalAmount"] == pytest.approx(50 * sum(amounts))
+    assert_consistent(backend, processors, windows_around(start, end))
+    state = backend.http.get(f"/payments/{ids[0]}").json()
+    assert state["state"] == "processed" and state["processor"] == "default"
+    assert processors.find("default", ids[0])["requestedAt"] == state["requestedAt"]
+
+
+def test_a_repeated_correlation_id_is_charged_once(clean: None, backend: Backend,
+                                                   processors: Processors) -> None:
+    correlation_id = str(uuid.uuid4())
+    for _ in range(3):
+        _, response = backend.pay(19.90, correlation_id)
+        assert response.status_code == 202
+    _, response = backend.pay(19.90, correlation_id.upper())
+    assert response.status_code == 202
+    wait_processed(backend, 1)
+    time.sleep(0.5)
+    assert processed(backend) == 1
+    assert processors.summary("default")["totalRequests"] == 1
+
+
+def test_default_failing_loses_nothing_and_stays_consistent(clean: None, backend: Backend,
+                                                            processors: Processors) -> None:
+    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+    processors.configure("default", failure=True)
+    for _ in range(100):
+        assert backend.pay()[1].status_code == 202
+    time.sleep(2)
+    assert processed(backend) == 0  # patient routing: the queue waits for default
+    assert_consistent(backend, processors, [{}])
+    processors.configure("default", failure=False)
+    wait_processed(backend, 100)
+    end = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert backend.summary()["default"]["totalRequests"] == 100
+    assert_consistent(backend, processors, windows_around(start, end))
+
+
+def test_unknown_outcomes_are_settled_not_retried_blindly(clean: None, stack: Stack, backend: Backend,
+                                                          processors: Processors) -> None:
+    """The processor answers after the consumer gave up, and still stores the payment."""
+    stack.config.service_env["consumer"] = {"CONSUMER_PAYMENT_TIMEOUT_MS": "300",
+                                            "CONSUMER_JOB_TIMEOUT_MS": "10000",
+                                            "CONSUMER_SETTLE_MARGIN_MS": "500"}
+    stack.restart("consumer")
+    try:
+        start = datetime.now(timezone.utc) - timedelta(seconds=1)
+        processors.configure("default", delay=800)
+        for _ in range(20):
+            assert backend.pay()[1].status_code == 202
+        wait_for(lambda: backend.stats()["consumer"]["unknownOutcomes"] >= 1, 10, "an unknown outcome")
+        processors.configure("default", delay=0)
+        wait_processed(backend, 20, timeout=40)
+        end = datetime.now(timezone.utc) + timedelta(seconds=1)
+        stats = backend.stats()
+        assert stats["consumer"]["unknownSettled"] >= 1
+        assert processed(backend) == 20
+        assert processors.summary("default")["totalRequests"] + processors.summary("fallback")["totalRequests"] == 20
+        assert_consistent(backend, processors, windows_around(start, end))
+    finally:
+        stack.config.service_env.pop("consumer", None)
+        processors.configure("default", delay=0)
+        stack.restart("consumer")
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "JSON"),
+    (b"[1, 2]", 400, "object"),
+    (b'{"amount": 19.9}', 422, "correlationId is required"),
+    (b'{"correlationId": "not-a-uuid", "amount": 19.9}', 422, "UUID"),
+    (b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3"}', 422, "amount is required"),
+    (b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": "19.90"}', 422, "number"),
+    (b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": 0}', 422, "greater than zero"),
+    (b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": -1}', 422, "greater than zero"),
+    (b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": 1.234}', 422, "decimal"),
+])
+def test_bad_payments_get_a_json_4xx_and_nothing_is_queued(clean: None, backend: Backend, body: bytes,
+                                                             status: int, message: str) -> None:
+    response = backend.http.post("/payments", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    time.sleep(0.05)
+    stats = backend.stats()
+    assert stats["queue"]["pending"] + stats["queue"]["inFlight"] == 0
+    assert processed(backend) == 0
+
+
+@pytest.mark.parametrize("params", [{"from": "yesterday"}, {"to": "2020-13-01T00:00:00Z"},
+                                    {"from": "2020-07-10T12:00:00Z", "to": "2020-07-10T11:00:00Z"}])
+def test_bad_summary_windows_get_400(backend: Backend, params: dict[str, str]) -> None:
+    response = backend.http.get("/payments-summary", params=params)
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_unknown_paths_and_methods_answer_json(backend: Backend) -> None:
+    missing = backend.http.get("/nope")
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong = backend.http.get("/payments")
+    assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
+    unknown = backend.http.get(f"/payments/{uuid.uuid4()}")
+    assert unknown.status_code == 404 and "error" in unknown.json()
+
+
+def test_stats_and_health_report_the_pipeline(backend: Backend) -> None:
+    health = backend.http.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    wait_for(lambda: backend.stats()["consumer"]["routing"] == "patient", 5, "consumer stats")
+    stats = backend.stats()
+    assert stats["consumer"]["workers"]["size"] > 0
+    assert set(stats["processed"]) == {"default", "fallback"}

@@ -1,0 +1,50 @@
+import pytest
+
+from services.common.payment import InvalidPayment, amount_to_cents, parse_slip
+
+UUID = "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3"
+
+
+def test_valid_slip_becomes_cents() -> None:
+    slip = parse_slip(b'{"correlationId": "%s", "amount": 19.90}' % UUID.encode())
+    assert slip.correlation_id == UUID
+    assert slip.amount_cents == 1990
+
+
+def test_upper_case_uuid_is_stored_lower_case() -> None:
+    slip = parse_slip(b'{"correlationId": "%s", "amount": 1}' % UUID.upper().encode())
+    assert slip.correlation_id == UUID
+    assert slip.amount_cents == 100
+
+
+@pytest.mark.parametrize("amount, cents", [(0.01, 1), (19.9, 1990), (1, 100), (1234567.89, 123456789)])
+def test_amounts(amount: float, cents: int) -> None:
+    assert amount_to_cents(amount) == cents
+
+
+def test_float_noise_is_not_a_two_decimal_amount() -> None:
+    with pytest.raises(InvalidPayment, match="2 decimal"):
+        amount_to_cents(0.1 + 0.2)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"", "JSON"),
+    (b"{not json", "JSON"),
+    (b"[]", "object"),
+    (b'"x"', "object"),
+    (b'{"amount": 1}', "correlationId is required"),
+    (b'{"correlationId": 5, "amount": 1}', "must be a string"),
+    (b'{"correlationId": "nope", "amount": 1}', "UUID"),
+    (b'{"correlationId": "4a7901b87d264d9daa194dc1c7cf60b3", "amount": 1}', "8-4-4-4-12"),
+    (b'{"correlationId": "%s"}' % UUID.encode(), "amount is required"),
+    (b'{"correlationId": "%s", "amount": "19.90"}' % UUID.encode(), "number"),
+    (b'{"correlationId": "%s", "amount": true}' % UUID.encode(), "number"),
+    (b'{"correlationId": "%s", "amount": 0}' % UUID.encode(), "greater than zero"),
+    (b'{"correlationId": "%s", "amount": -5}' % UUID.encode(), "greater than zero"),
+    (b'{"correlationId": "%s", "amount": 1.001}' % UUID.encode(), "2 decimal"),
+    (b'{"correlationId": "%s", "amount": 1e300}' % UUID.encode(), "at most"),
+    (b'{"correlationId": "%s", "amount": null}' % UUID.encode(), "amount is required"),
+])
+def test_invalid_slips(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidPayment, match=message):
+        parse_slip(body)

@@ -1,0 +1,87 @@
+import asyncio
+
+from services.cache.store import Completed, State, Store
+from services.cache.ledger import Totals
+
+
+def ids(entries) -> list[str]:
+    return [e.correlation_id for e in entries]
+
+
+def test_duplicates_are_never_queued_twice() -> None:
+    store = Store()
+    assert store.submit([("a", 1), ("b", 2), ("a", 1)]) == (2, 1)
+    assert store.submit([("b", 2)]) == (0, 1)
+    assert ids(store.take(10)) == ["a", "b"]
+    assert store.take(10) == []
+
+
+def test_completion_is_recorded_once() -> None:
+    store = Store()
+    store.submit([("a", 190)])
+    store.take(1)
+    done = Completed("a", "default", 190, 1_000)
+    assert store.complete([done, done]) == (1, 1)
+    assert store.totals("default", None, None) == Totals(1, 190)
+    assert store.lookup("a").state is State.DONE
+    assert store.submit([("a", 190)]) == (0, 1)  # processed ids stay known
+
+
+def test_unknown_ids_and_processors_are_ignored() -> None:
+    store = Store()
+    store.submit([("a", 1)])
+    assert store.complete([Completed("zz", "default", 1, 1), Completed("a", "other", 1, 1)]) == (0, 2)
+
+
+def test_requeue_with_delay_and_check() -> None:
+    store = Store()
+    store.submit([("a", 1)])
+    store.take(1, now=0.0)
+    assert store.requeue("a", ("default",), 5.0, now=0.0)
+    assert store.take(1, now=4.9) == []
+    (entry,) = store.take(1, now=5.0)
+    assert entry.check == ("default",) and entry.attempts == 1
+    assert not store.requeue("missing", (), 0)
+
+
+def test_expired_lease_comes_back_first_to_be_checked_everywhere() -> None:
+    store = Store(lease_seconds=10)
+    store.submit([("a", 1), ("b", 1)])
+    store.take(1, now=0.0)
+    assert store.expire_leases(now=9.0) == 0
+    assert store.expire_leases(now=10.0) == 1
+    first = store.take(1, now=10.0)[0]
+    assert first.correlation_id == "a" and first.check == ("default", "fallback")
+
+
+def test_late_completion_of_a_requeued_payment_is_not_handed_out_again() -> None:
+    store = Store(lease_seconds=1)
+    store.submit([("a", 1)])
+    store.take(1, now=0.0)
+    store.expire_leases(now=2.0)
+    assert store.queued == 1
+    assert store.complete([Completed("a", "fallback", 1, 5)]) == (1, 0)
+    assert store.queued == 0
+    assert store.take(5) == []
+    assert store.counters.late_completions == 1
+
+
+def test_purge_forgets_everything() -> None:
+    store = Store()
+    store.submit([("a", 1)])
+    store.take(1)
+    store.complete([Completed("a", "default", 1, 1)])
+    assert store.purge() == 1
+    assert store.totals("default", None, None) == Totals(0, 0)
+    assert store.submit([("a", 1)]) == (1, 0)
+
+
+def test_long_poll_wakes_on_submit() -> None:
+    async def scenario() -> list[str]:
+        store = Store()
+        waiter = asyncio.create_task(store.take_waiting(5, 2.0))
+        await asyncio.sleep(0.01)
+        store.submit([("a", 1)])
+        return ids(await asyncio.wait_for(waiter, 1.0))
+
+    assert asyncio.run(scenario()) == ["a"]

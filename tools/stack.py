@@ -1,0 +1,278 @@
+"""The whole stack as local processes: ``make run``, the integration tests and
+the load test all start it through here.
+
+``python -m tools.stack run`` starts the processor stand-ins (unless
+PROCESSOR_DEFAULT_URL and PROCESSOR_FALLBACK_URL are set), the cache, two apis,
+the consumer and the real nginx from the repo's nginx.conf rendered for local
+paths, then waits; Ctrl-C or SIGTERM stops everything it started.
+``python -m tools.stack stop`` stops a stack started elsewhere, by its pidfiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import nginx_conf
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_DIR = Path(os.environ.get("RUN_DIR", "/tmp/rinha-run"))
+STOP_ORDER = ("nginx", "api1", "api2", "consumer", "cache", "processor-default", "processor-fallback")
+
+
+class StackError(RuntimeError):
+    """A service did not come up; the message names it and its log file."""
+
+
+@dataclass
+class StackConfig:
+    run_dir: Path = DEFAULT_RUN_DIR
+    port: int = 9999
+    default_port: int = 8001
+    fallback_port: int = 8002
+    default_url: str | None = None
+    fallback_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def runs_standins(self) -> bool:
+        return not (self.default_url and self.fallback_url)
+
+    @property
+    def processor_urls(self) -> tuple[str, str]:
+        if self.runs_standins:
+            return (f"http://127.0.0.1:{self.default_port}", f"http://127.0.0.1:{self.fallback_port}")
+        assert self.default_url and self.fallback_url
+        return self.default_url, self.fallback_url
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        return cls(
+            run_dir=DEFAULT_RUN_DIR,
+            port=int(os.environ.get("PORT", "9999")),
+            default_url=os.environ.get("PROCESSOR_DEFAULT_URL") or None,
+            fallback_url=os.environ.get("PROCESSOR_FALLBACK_URL") or None,
+        )
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
+    if found is None:
+        raise StackError("nginx is not installed (make install gets it with apt-get)")
+    return found
+
+
+def wait_until(check: callable, timeout: float, what: str, log: Path | None = None) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    raise StackError(f"{what} did not come up within {timeout:.0f}s{tail}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.run_dir = config.run_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pid_dir = self.run_dir / "pids"
+        self.log_dir = self.run_dir / "logs"
+
+    # -- paths --------------------------------------------------------------
+    def socket(self, name: str) -> Path:
+        return self.run_dir / f"{name}.sock"
+
+    @property
+    def cache_address(self) -> str:
+        return f"unix:{self.socket('cache')}"
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> Stack:
+        for directory in (self.run_dir, self.pid_dir, self.log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.config.runs_standins:
+                self.start_standin("default", self.config.default_port, 0.05)
+                self.start_standin("fallback", self.config.fallback_port, 0.15)
+            self.start_service("cache")
+            self.start_service("api1")
+            self.start_service("api2")
+            self.start_service("consumer")
+            self.start_nginx()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def service_env(self, name: str) -> dict[str, str]:
+        default_url, fallback_url = self.config.processor_urls
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+               "CACHE_ADDRESS": self.cache_address,
+               "PROCESSOR_DEFAULT_URL": default_url, "PROCESSOR_FALLBACK_URL": fallback_url}
+        if name.startswith("api"):
+            env["API_LISTEN"] = f"unix:{self.socket(name)}"
+            env["API_SPOOL_DIR"] = str(self.run_dir / "spool" / name)
+        env.update(self.config.env)
+        env.update(self.config.service_env.get(name, {}))
+        env["PYTHONPATH"] = str(REPO)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self.log(name), "ab") as log:
+            proc = subprocess.Popen(argv, cwd=REPO, env=env or self.service_env(name),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        (self.pid_dir / f"{name}.pid").write_text(str(proc.pid))
+        return proc
+
+    def _check_alive(self, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            raise StackError(f"{name} exited with {proc.returncode}; see {self.log(name)}:\n"
+                             + "\n".join(self.log(name).read_text(errors="replace").splitlines()[-20:]))
+        return True
+
+    def start_standin(self, role: str, port: int, fee: float) -> None:
+        name = f"processor-{role}"
+        self._spawn(name, [sys.executable, "-m", "standin", "--host", "127.0.0.1", "--port", str(port),
+                           "--fee", str(fee), "--name", role])
+        wait_until(lambda: self._check_alive(name) and port_open(port), 15, name, self.log(name))
+
+    def start_service(self, name: str) -> None:
+        module = "api" if name.startswith("api") else name
+        sock = self.socket(name)
+        if sock.exists() and name != "consumer":
+            sock.unlink()
+        self._spawn(name, [sys.executable, "-m", f"services.{module}"])
+        if name == "consumer":
+            wait_until(lambda: self._check_alive(name) and b"started" in self.log(name).read_bytes(),
+                       15, name, self.log(name))
+        else:
+            wait_until(lambda: self._check_alive(name) and sock.exists(), 15, name, self.log(name))
+
+    def start_nginx(self) -> None:
+        conf = nginx_conf.write(self.run_dir, listen_port=self.config.port)
+        self._spawn("nginx", [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir),
+                              "-g", "daemon off;"], env=dict(os.environ))
+        wait_until(lambda: self._check_alive("nginx") and http_ok(f"{self.config.base_url}/health"),
+                   15, "nginx", self.log("nginx"))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        self.kill(name, signal.SIGTERM)
+        if name == "nginx":
+            self.start_nginx()
+        elif name.startswith("processor-"):
+            role = name.removeprefix("processor-")
+            port = self.config.default_port if role == "default" else self.config.fallback_port
+            self.start_standin(role, port, 0.05 if role == "default" else 0.15)
+        else:
+            self.start_service(name)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for name in sorted(self.procs, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else 99):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+        self.procs.clear()
+
+
+def stop_by_pidfiles(run_dir: Path) -> int:
+    """Stop processes a ``run`` elsewhere started, trusting only our pidfiles
+    and only PIDs whose command line is one of ours."""
+    stopped = 0
+    pid_dir = run_dir / "pids"
+    for pidfile in sorted(pid_dir.glob("*.pid")) if pid_dir.exists() else []:
+        pid = int(pidfile.read_text().strip() or 0)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if pid and any(mark in cmdline for mark in (b"services.", b"standin", b"nginx")):
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+        pidfile.unlink()
+    return stopped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.stack")
+    parser.add_argument("command", choices=("run", "stop"))
+    args = parser.parse_args()
+    config = StackConfig.from_env()
+    if args.command == "stop":
+        print(f"stopped {stop_by_pidfiles(config.run_dir)} processes")
+        return
+    stop_by_pidfiles(config.run_dir)
+    stack = Stack(config)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.start()
+        print(f"stack up: {config.base_url}  (processors {', '.join(config.processor_urls)}; "
+              f"logs in {stack.log_dir}; Ctrl-C stops it)", flush=True)
+        while all(proc.poll() is None for proc in stack.procs.values()):
+            time.sleep(0.5)
+        dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
+        print(f"stopping: {', '.join(dead)} exited; see {stack.log_dir}", file=sys.stderr)
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        print("stopping", flush=True)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
