@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools import nginx_conf
+from tools.cgroups import Cgroup, Limit
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = Path(os.environ.get("RUN_DIR", "/tmp/rinha-run"))
@@ -43,6 +44,8 @@ class StackConfig:
     fallback_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Per-service CPU/memory limits (cgroup v1), keyed like docker-compose.yml.
+    limits: dict[str, Limit] = field(default_factory=dict)
 
     @property
     def runs_standins(self) -> bool:
@@ -110,6 +113,7 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pid_dir = self.run_dir / "pids"
         self.log_dir = self.run_dir / "logs"
+        self.cgroups = {name: Cgroup(name, limit) for name, limit in config.limits.items()}
 
     # -- paths --------------------------------------------------------------
     def socket(self, name: str) -> Path:
@@ -160,9 +164,13 @@ class Stack:
         return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        cgroup = self.cgroups.get(name)
+        if cgroup is not None:
+            cgroup.create()
         with open(self.log(name), "ab") as log:
             proc = subprocess.Popen(argv, cwd=REPO, env=env or self.service_env(name),
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=cgroup.enter if cgroup else None)
         self.procs[name] = proc
         (self.pid_dir / f"{name}.pid").write_text(str(proc.pid))
         return proc
@@ -228,6 +236,8 @@ class Stack:
                     proc.wait()
             (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
         self.procs.clear()
+        for cgroup in self.cgroups.values():
+            cgroup.remove()
 
 
 def stop_by_pidfiles(run_dir: Path) -> int:

@@ -73,7 +73,7 @@ async def serve(settings: ApiSettings) -> None:
                          rpc_timeout_seconds=settings.rpc_timeout_ms / 1000,
                          instance=settings.listen), spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
-    runner = web.ServerRunner(web.Server(api.handle), access_log=None, handle_signals=False)
+    runner = web.ServerRunner(web.Server(api.handle, access_log=None), handle_signals=False)
     await runner.setup()
     site = _site(runner, settings.listen)
     await site.start()

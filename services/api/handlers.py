@@ -16,6 +16,7 @@ from aiohttp import web
 
 from services.api.shipper import Shipper
 from services.api.spool import Spool, SpoolFull
+from services.common import logs
 from services.common.payment import InvalidPayment, parse_slip
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
@@ -80,7 +81,7 @@ class Api:
         try:
             return await handler(request)
         except grpc.aio.AioRpcError as exc:
-            log.warning("cache call failed", extra={"fields": {"code": str(exc.code())}})
+            log.warning("cache call failed", extra=logs.fields(code=str(exc.code())))
             return error(503, "the cache is unavailable, try again", **{"Retry-After": "1"})
 
     async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:

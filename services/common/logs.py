@@ -37,4 +37,4 @@ def setup(service: str) -> logging.Logger:
 
 def fields(**values: object) -> dict[str, dict[str, object]]:
     """``log.info("msg", extra=fields(k=v))`` attaches k=v to the JSON line."""
-    return {"extra": {"fields": values}}
+    return {"fields": values}

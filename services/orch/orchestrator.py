@@ -56,8 +56,6 @@ class Orchestrator:
         self._done = 0
         self._failed = 0
         self._timed_out = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def start(self) -> None:
         if not self._workers:
@@ -65,7 +63,6 @@ class Orchestrator:
                              for i in range(self.limits.workers)]
 
     async def submit(self, job: Job) -> None:
-        self._idle.clear()
         await self._inbox.put(job)
 
     def free_slots(self) -> int:

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.common.config import ConfigError, env_choice, env_float, env_int, env_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_apply_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("X_INT", raising=False)
+    assert env_int("X_INT", 7) == 7
+    monkeypatch.setenv("X_INT", "  ")
+    assert env_int("X_INT", 7) == 7
+
+
+@pytest.mark.parametrize("reader, value, message", [
+    (lambda: env_int("X", 1, minimum=1), "abc", "not an integer"),
+    (lambda: env_int("X", 1, minimum=1), "0", "at least 1"),
+    (lambda: env_int("X", 1, maximum=5), "6", "at most 5"),
+    (lambda: env_float("X", 1.0), "nan", "finite"),
+    (lambda: env_choice("X", "a", ("a", "b")), "c", "one of: a, b"),
+    (lambda: env_url("X", "http://x"), "ftp://x", "http"),
+])
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, reader, value: str, message: str) -> None:
+    monkeypatch.setenv("X", value)
+    with pytest.raises(ConfigError, match=message) as caught:
+        reader()
+    assert "X=" in str(caught.value)
+
+
+@pytest.mark.parametrize("module, env", [
+    ("services.consumer", {"ROUTING_STRATEGY": "random"}),
+    ("services.consumer", {"CONSUMER_JOB_TIMEOUT_MS": "1000"}),
+    ("services.api", {"API_ACK_MODE": "maybe"}),
+    ("services.cache", {"CACHE_LEASE_MS": "-1"}),
+])
+def test_services_refuse_to_start_with_a_bad_value(module: str, env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-m", module], cwd=REPO, env={"PATH": "/usr/bin:/bin", **env},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr and list(env)[0] in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,107 @@
+"""PaymentJob's decisions, with a scripted processor client standing in for HTTP."""
+
+import asyncio
+from dataclasses import dataclass, field
+
+from services.common.rpc import pipeline_pb2 as pb
+from services.consumer.jobs import JobContext, PaymentJob, RetryPolicy
+from services.consumer.processors import Found, LookupFailed, Outcome, Timeouts
+from services.consumer.routing import ProcessorState, Router
+
+
+@dataclass
+class ScriptedClient:
+    pay_outcomes: list[Outcome] = field(default_factory=list)
+    holdings: dict[str, Found | None | Exception] = field(default_factory=dict)
+    timeouts: Timeouts = Timeouts(payment_seconds=2.0)
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    async def pay(self, processor: str, correlation_id: str, amount_cents: int, requested_at: str) -> Outcome:
+        self.sent.append((processor, requested_at))
+        return self.pay_outcomes.pop(0)
+
+    async def find(self, processor: str, correlation_id: str) -> Found | None:
+        held = self.holdings.get(processor)
+        if isinstance(held, Exception):
+            raise held
+        return held
+
+
+@dataclass
+class RecordingReporter:
+    completions: list[tuple] = field(default_factory=list)
+    retries: list[tuple] = field(default_factory=list)
+
+    def completed(self, *args) -> None:
+        self.completions.append(args)
+
+    def retry(self, payment: pb.Payment, check: tuple[str, ...], delay_seconds: float) -> None:
+        self.retries.append((payment.correlation_id, check, delay_seconds))
+
+
+def run_job(client: ScriptedClient, check: tuple[str, ...] = (), strategy: str = "patient",
+            min_response_ms: int = 0) -> tuple[RecordingReporter, JobContext, PaymentJob]:
+    router = Router(strategy, {n: ProcessorState(n) for n in ("default", "fallback")})
+    router.states["default"].min_response_time_ms = min_response_ms
+    reporter = RecordingReporter()
+    ctx = JobContext(client, router, reporter, RetryPolicy(settle_margin_seconds=1.0))  # type: ignore[arg-type]
+    job = PaymentJob(pb.Payment(correlation_id="c1", amount_cents=1990, check=check), ctx)
+    asyncio.run(job.run())
+    return reporter, ctx, job
+
+
+def test_success_records_the_requested_at_that_was_sent() -> None:
+    client = ScriptedClient([Outcome.OK])
+    reporter, _, _ = run_job(client)
+    ((cid, processor, cents, requested_at_ms),) = reporter.completions
+    assert (cid, processor, cents) == ("c1", "default", 1990)
+    assert client.sent[0][1].endswith("Z") and len(client.sent[0][1]) == 24  # ms precision
+    assert reporter.retries == []
+
+
+def test_definite_failure_retries_and_marks_the_processor_down() -> None:
+    reporter, ctx, _ = run_job(ScriptedClient([Outcome.FAILED]))
+    assert reporter.retries == [("c1", (), 0.0)]
+    assert ctx.router.states["default"].down
+
+
+def test_unknown_outcome_waits_to_settle_at_the_same_processor() -> None:
+    reporter, ctx, _ = run_job(ScriptedClient([Outcome.UNKNOWN]), min_response_ms=5000)
+    assert reporter.retries == [("c1", ("default",), 6.0)]  # advertised delay 5 s > timeout 2 s, + 1 s
+    assert ctx.counters.unknown_outcomes == 1
+
+
+def test_duplicate_is_settled_from_the_processor_copy() -> None:
+    reporter, _, _ = run_job(ScriptedClient([Outcome.DUPLICATE]))
+    assert reporter.retries == [("c1", ("default",), 0.0)]
+
+
+def test_a_payment_found_while_checking_is_recorded_not_sent() -> None:
+    client = ScriptedClient(holdings={"default": None, "fallback": Found(requested_at_ms=123, amount_cents=1990)})
+    reporter, ctx, _ = run_job(client, check=("default", "fallback"))
+    assert reporter.completions == [("c1", "fallback", 1990, 123)]
+    assert client.sent == []
+
+
+def test_checked_and_absent_everywhere_is_sent() -> None:
+    client = ScriptedClient([Outcome.OK], holdings={"default": None})
+    reporter, _, _ = run_job(client, check=("default",))
+    assert len(reporter.completions) == 1 and client.sent
+
+
+def test_a_failed_check_never_sends() -> None:
+    client = ScriptedClient([Outcome.OK], holdings={"default": LookupFailed("down")})
+    reporter, _, _ = run_job(client, check=("default",))
+    assert client.sent == []
+    assert reporter.retries == [("c1", ("default",), 1.0)]
+
+
+def test_abandon_after_sending_asks_for_a_check() -> None:
+    client = ScriptedClient()
+    router = Router("patient", {n: ProcessorState(n) for n in ("default", "fallback")})
+    reporter = RecordingReporter()
+    ctx = JobContext(client, router, reporter, RetryPolicy())  # type: ignore[arg-type]
+    job = PaymentJob(pb.Payment(correlation_id="c1", amount_cents=1), ctx)
+    job._sent_to = "default"
+    asyncio.run(job.abandon(TimeoutError()))
+    assert reporter.retries == [("c1", ("default",), 3.0)]

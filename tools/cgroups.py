@@ -1,0 +1,95 @@
+"""Run local services inside the CPU and memory limits docker-compose.yml
+declares, with cgroup v1 (no Docker engine needed), and read back what they used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("cpu", "cpuacct", "memory")
+PERIOD_US = 100_000
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    cpus: float
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_seconds: float
+    periods: int
+    throttled_periods: int
+    throttled_seconds: float
+    peak_memory_bytes: int
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled_periods / self.periods if self.periods else 0.0
+
+
+def parse_memory(text: str | int) -> int:
+    """Docker's units: b, k, m, g are powers of 1024."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a memory size: {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def compose_limits(compose_file: Path) -> dict[str, Limit]:
+    import yaml  # a dev dependency: only the benchmark and the tests read compose
+
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    limits: dict[str, Limit] = {}
+    for name, service in services.items():
+        declared = service["deploy"]["resources"]["limits"]
+        limits[name] = Limit(float(declared["cpus"]), parse_memory(declared["memory"]))
+    return limits
+
+
+def available() -> bool:
+    return all(os.access(ROOT / c, os.W_OK) for c in CONTROLLERS)
+
+
+class Cgroup:
+    def __init__(self, name: str, limit: Limit, parent: str = "rinha") -> None:
+        self.name = name
+        self.limit = limit
+        self.dirs = {c: ROOT / c / parent / name for c in CONTROLLERS}
+
+    def create(self) -> Cgroup:
+        for directory in self.dirs.values():
+            directory.mkdir(parents=True, exist_ok=True)
+        (self.dirs["cpu"] / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(self.limit.cpus * PERIOD_US)))
+        (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(self.limit.memory_bytes))
+        return self
+
+    def enter(self) -> None:
+        """Move the calling process in (use as a Popen ``preexec_fn``)."""
+        pid = str(os.getpid())
+        for directory in self.dirs.values():
+            (directory / "cgroup.procs").write_text(pid)
+
+    def usage(self) -> Usage:
+        stat = dict(line.split() for line in (self.dirs["cpu"] / "cpu.stat").read_text().splitlines())
+        return Usage(
+            cpu_seconds=int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9,
+            periods=int(stat.get("nr_periods", 0)),
+            throttled_periods=int(stat.get("nr_throttled", 0)),
+            throttled_seconds=int(stat.get("throttled_time", 0)) / 1e9,
+            peak_memory_bytes=int((self.dirs["memory"] / "memory.max_usage_in_bytes").read_text()),
+        )
+
+    def remove(self) -> None:
+        for directory in self.dirs.values():
+            try:
+                directory.rmdir()
+            except OSError:
+                pass  # still has a process in it (or already gone)
