@@ -1,0 +1,66 @@
+"""The deployment rules of CONTRACT.md §1, checked on docker-compose.yml (no
+Docker engine runs here)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools.cgroups import compose_limits, parse_memory
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_every_service_declares_limits_within_the_budget(compose: dict) -> None:
+    limits = compose_limits(REPO / "docker-compose.yml")
+    assert set(limits) == set(compose["services"])
+    assert sum(limit.cpus for limit in limits.values()) <= 1.5 + 1e-9
+    assert sum(limit.memory_bytes for limit in limits.values()) <= 350 * 1024**2
+
+
+def test_memory_units_follow_docker() -> None:
+    assert parse_memory("20MB") == parse_memory("20m") == 20 * 1024**2
+    assert parse_memory("1g") == 1024**3
+    with pytest.raises(ValueError):
+        parse_memory("lots")
+
+
+def test_only_nginx_publishes_and_only_9999(compose: dict) -> None:
+    published = {name: s.get("ports") for name, s in compose["services"].items() if s.get("ports")}
+    assert published == {"nginx": ["9999:9999"]}
+
+
+def test_no_host_network_privileged_or_replicas(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("network_mode") != "host", name
+        assert not service.get("privileged"), name
+        assert "replicas" not in service.get("deploy", {}), name
+
+
+def test_two_api_instances_behind_nginx(compose: dict) -> None:
+    apis = [s for s in compose["services"].values() if "services.api" in " ".join(s.get("command", []))]
+    assert len(apis) >= 2
+    nginx = (REPO / "nginx.conf").read_text()
+    assert nginx.count("server unix:/run/rinha/api") == 2
+    assert "access_log off" in nginx and "keepalive 256" in nginx
+
+
+def test_consumer_reaches_processors_on_the_external_network(compose: dict) -> None:
+    consumer = compose["services"]["consumer"]
+    assert "payment-processor" in consumer["networks"]
+    assert compose["networks"]["payment-processor"]["external"] is True
+    env = consumer["environment"]
+    assert env["PROCESSOR_DEFAULT_URL"] == "http://payment-processor-default:8080"
+    assert env["PROCESSOR_FALLBACK_URL"] == "http://payment-processor-fallback:8080"
+
+
+def test_services_run_from_the_built_image(compose: dict) -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "pip install ." in dockerfile
+    for name in ("api1", "api2", "cache", "consumer"):
+        assert compose["services"][name]["build"] == "."
