@@ -29,6 +29,14 @@ class Usage:
     throttled_seconds: float
     peak_memory_bytes: int
 
+    def since(self, earlier: Usage) -> Usage:
+        """What was used after ``earlier`` (the peak stays absolute)."""
+        return Usage(cpu_seconds=self.cpu_seconds - earlier.cpu_seconds,
+                     periods=self.periods - earlier.periods,
+                     throttled_periods=self.throttled_periods - earlier.throttled_periods,
+                     throttled_seconds=self.throttled_seconds - earlier.throttled_seconds,
+                     peak_memory_bytes=self.peak_memory_bytes)
+
     @property
     def throttled_share(self) -> float:
         return self.throttled_periods / self.periods if self.periods else 0.0

