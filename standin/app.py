@@ -75,7 +75,6 @@ async def _body(request: web.Request) -> dict:
 def build_app(settings: StandinSettings) -> web.Application:
     proc = Processor(settings)
     app = web.Application()
-    app["processor"] = proc
 
     async def pay(request: web.Request) -> web.Response:
         if proc.slots.locked() and proc.waiting >= settings.max_waiting:

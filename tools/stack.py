@@ -282,7 +282,8 @@ def main() -> None:
         return
     stop_by_pidfiles(config.run_dir)
     stack = Stack(config)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         stack.start()
         print(f"stack up: {config.base_url}  (processors {', '.join(config.processor_urls)}; "

@@ -4,6 +4,7 @@ processor stand-ins, the cache, two apis, the consumer and nginx."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -85,6 +86,7 @@ def stack() -> Iterator[Stack]:
     )
     with Stack(config) as running:
         yield running
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
