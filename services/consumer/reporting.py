@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
@@ -16,6 +18,7 @@ from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 
 log = logging.getLogger("consumer.reporting")
+T = TypeVar("T")
 
 
 class Reporter:
@@ -56,25 +59,26 @@ class Reporter:
 
     async def flush(self) -> bool:
         """Send what is pending; False if the cache could not be reached."""
-        ok = True
-        if self._completions:
-            batch, self._completions = self._completions, []
-            try:
-                await self._stub.Complete(pb.CompleteRequest(completions=batch),
-                                          timeout=self._rpc_timeout, wait_for_ready=True)
-            except grpc.aio.AioRpcError as exc:
-                self._completions[:0] = batch
-                ok = False
-                log.warning("could not report completions", extra=logs.fields(
-                    count=len(batch), code=str(exc.code())))
-        if self._retries:
-            batch_r, self._retries = self._retries, []
-            try:
-                await self._stub.Requeue(pb.RequeueRequest(retries=batch_r),
-                                         timeout=self._rpc_timeout, wait_for_ready=True)
-            except grpc.aio.AioRpcError as exc:
-                self._retries[:0] = batch_r
-                ok = False
-                log.warning("could not hand back retries", extra=logs.fields(
-                    count=len(batch_r), code=str(exc.code())))
-        return ok
+        completions, self._completions = self._completions, []
+        retries, self._retries = self._retries, []
+        sent_completions = await self._send("completions", completions, lambda batch: self._stub.Complete(
+            pb.CompleteRequest(completions=batch), timeout=self._rpc_timeout, wait_for_ready=True))
+        sent_retries = await self._send("retries", retries, lambda batch: self._stub.Requeue(
+            pb.RequeueRequest(retries=batch), timeout=self._rpc_timeout, wait_for_ready=True))
+        if not sent_completions:
+            self._completions[:0] = completions
+        if not sent_retries:
+            self._retries[:0] = retries
+        return sent_completions and sent_retries
+
+    @staticmethod
+    async def _send(kind: str, batch: list[T], call: Callable[[list[T]], Awaitable[object]]) -> bool:
+        if not batch:
+            return True
+        try:
+            await call(batch)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not report to the cache", extra=logs.fields(
+                kind=kind, count=len(batch), code=str(exc.code())))
+            return False
+        return True
