@@ -9,7 +9,7 @@ COPY standin ./standin
 COPY tools ./tools
 RUN pip install . \
  && useradd --system --uid 10001 rinha \
- && mkdir -p /run/rinha /var/lib/rinha/spool \
+ && mkdir -p /run/rinha /var/lib/rinha/spool /var/lib/rinha/cache \
  && chown -R rinha /run/rinha /var/lib/rinha
 USER rinha
 CMD ["python", "-m", "services.api"]

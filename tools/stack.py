@@ -159,6 +159,8 @@ class Stack:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
                "CACHE_ADDRESS": self.cache_address,
                "PROCESSOR_DEFAULT_URL": default_url, "PROCESSOR_FALLBACK_URL": fallback_url}
+        if name == "cache":
+            env["CACHE_JOURNAL"] = str(self.run_dir / "cache" / "journal.log")
         if name.startswith("api"):
             env["API_LISTEN"] = f"unix:{self.socket(name)}"
             env["API_SPOOL_DIR"] = str(self.run_dir / "spool" / name)

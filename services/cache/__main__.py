@@ -8,14 +8,16 @@ import gc
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import uvloop
 
-from services.cache.server import CacheService, expire_leases_forever
+from services.cache.journal import FSYNC_POLICIES, Journal
+from services.cache.server import CacheService, housekeeping_forever
 from services.cache.store import Store
 from services.common import logs
-from services.common.config import env_int, env_str, load_or_exit
+from services.common.config import env_choice, env_int, env_str, load_or_exit
 from services.common.rpc import pipeline_pb2_grpc
 
 
@@ -23,12 +25,19 @@ from services.common.rpc import pipeline_pb2_grpc
 class CacheSettings:
     address: str
     lease_ms: int
+    journal_path: Path | None
+    journal_fsync: str
+    journal_compact_mb: int
 
     @classmethod
     def from_env(cls) -> CacheSettings:
+        journal = env_str("CACHE_JOURNAL", "/var/lib/rinha/cache/journal.log")
         return cls(
             address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
             lease_ms=env_int("CACHE_LEASE_MS", 60_000, minimum=1_000, maximum=3_600_000),
+            journal_path=None if journal == "off" else Path(journal),
+            journal_fsync=env_choice("CACHE_JOURNAL_FSYNC", "interval", FSYNC_POLICIES),
+            journal_compact_mb=env_int("CACHE_JOURNAL_COMPACT_MB", 64, minimum=1),
         )
 
 
@@ -42,12 +51,23 @@ def _remove_stale_socket(address: str) -> None:
 async def serve(settings: CacheSettings) -> None:
     log = logs.setup("cache")
     store = Store(lease_seconds=settings.lease_ms / 1000)
+    journal = None
+    if settings.journal_path is not None:
+        journal = Journal(settings.journal_path, fsync=settings.journal_fsync,
+                          compact_bytes=settings.journal_compact_mb << 20)
+        replayed = store.restore(journal.replay())
+        journal.rewrite(store.snapshot())
+        store.journal = journal
+        log.info("journal replayed", extra=logs.fields(records=replayed, queued=store.queued,
+                                                       leased=len(store.leased)))
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store), server)
     _remove_stale_socket(settings.address)
     server.add_insecure_port(settings.address)
     await server.start()
-    sweeper = asyncio.create_task(expire_leases_forever(store))
+    background = [asyncio.create_task(housekeeping_forever(store))]
+    if journal is not None:
+        background.append(asyncio.create_task(journal.fsync_forever()))
     gc.freeze()
     log.info("listening", extra=logs.fields(address=settings.address))
 
@@ -57,8 +77,11 @@ async def serve(settings: CacheSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping", extra=logs.fields(queued=store.queued, in_flight=len(store.leased)))
-    sweeper.cancel()
     await server.stop(grace=2)
+    for task in background:
+        task.cancel()
+    if journal is not None:
+        journal.close()
 
 
 def main() -> None:

@@ -34,17 +34,23 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         self.store = store
         self.consumer_stats = pb.ConsumerStats()
 
-    def _submit(self, batch: pb.SubmitBatch) -> pb.SubmitAck:
+    async def _durable(self) -> None:
+        """Answer only once the changes just made are in the journal."""
+        if self.store.journal is not None:
+            await self.store.journal.committed()
+
+    async def _submit(self, batch: pb.SubmitBatch) -> pb.SubmitAck:
         new, dup = self.store.submit((p.correlation_id, p.amount_cents) for p in batch.payments)
+        await self._durable()
         return pb.SubmitAck(seq=batch.seq, accepted=new, duplicates=dup)
 
     async def Submit(self, request_iterator: AsyncIterator[pb.SubmitBatch],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SubmitAck]:
         async for batch in request_iterator:
-            yield self._submit(batch)
+            yield await self._submit(batch)
 
     async def Enqueue(self, request: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
-        return self._submit(request)
+        return await self._submit(request)
 
     async def DequeueBatch(self, request: pb.DequeueRequest,
                            context: grpc.aio.ServicerContext) -> pb.DequeueReply:
@@ -55,6 +61,7 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
             for entry in taken:
                 self.store.requeue(entry.correlation_id, entry.check, 0)
             return pb.DequeueReply()
+        await self._durable()
         return pb.DequeueReply(payments=[_payment(e) for e in taken])
 
     async def Complete(self, request: pb.CompleteRequest,
@@ -62,12 +69,14 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         recorded, ignored = self.store.complete(
             Completed(c.correlation_id, c.processor, c.amount_cents, c.requested_at_ms)
             for c in request.completions)
+        await self._durable()
         return pb.CompleteReply(recorded=recorded, ignored=ignored)
 
     async def Requeue(self, request: pb.RequeueRequest,
                       context: grpc.aio.ServicerContext) -> pb.RequeueReply:
         count = sum(self.store.requeue(r.payment.correlation_id, tuple(r.payment.check),
                                        r.delay_ms / 1000) for r in request.retries)
+        await self._durable()
         return pb.RequeueReply(requeued=count)
 
     async def Summary(self, request: pb.SummaryRequest,
@@ -85,7 +94,10 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
                               amount_cents=entry.amount_cents, attempts=entry.attempts)
 
     async def Purge(self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext) -> pb.PurgeReply:
-        return pb.PurgeReply(purged=self.store.purge())
+        purged = self.store.purge()
+        if self.store.journal is not None:
+            self.store.journal.rewrite(self.store.snapshot())
+        return pb.PurgeReply(purged=purged)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         store = self.store
@@ -107,7 +119,10 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         return pb.Empty()
 
 
-async def expire_leases_forever(store: Store, every_seconds: float = 1.0) -> None:
+async def housekeeping_forever(store: Store, every_seconds: float = 1.0) -> None:
+    """Expire leases; compact the journal when it has grown too big."""
     while True:
         await asyncio.sleep(every_seconds)
         store.expire_leases()
+        if store.journal is not None and store.journal.needs_compaction:
+            store.journal.rewrite(store.snapshot())

@@ -18,11 +18,13 @@ import enum
 import heapq
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from services.cache.journal import Journal
 from services.cache.ledger import Ledger, Totals
 from services.common.payment import PROCESSORS
+from services.common.timefmt import now_ms
 
 
 class State(enum.IntEnum):
@@ -72,6 +74,8 @@ class Store:
     _queued: int = 0
     _tiebreak: int = 0
     _work: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set after replay; every state change is then journaled.
+    journal: Journal | None = None
 
     # -- intake -----------------------------------------------------------
     def submit(self, payments: Iterable[tuple[str, int]]) -> tuple[int, int]:
@@ -85,6 +89,8 @@ class Store:
             self.entries[correlation_id] = entry
             self._enqueue(entry)
             new += 1
+            if self.journal:
+                self.journal.record("S", correlation_id, amount_cents)
         self.counters.duplicates += dup
         return new, dup
 
@@ -104,6 +110,8 @@ class Store:
             taken.append(entry)
         if not self._queued:
             self._work.clear()
+        if taken and self.journal:
+            self.journal.record("L", *(e.correlation_id for e in taken))
         return taken
 
     async def take_waiting(self, limit: int, wait_seconds: float) -> list[Entry]:
@@ -145,6 +153,9 @@ class Store:
             entry.check = ()
             self.ledger.add(result.processor, result.requested_at_ms, result.amount_cents)
             recorded += 1
+            if self.journal:
+                self.journal.record("C", entry.correlation_id, result.processor,
+                                    result.amount_cents, result.requested_at_ms)
         return recorded, ignored
 
     def requeue(self, correlation_id: str, check: tuple[str, ...], delay_seconds: float,
@@ -156,6 +167,9 @@ class Store:
         entry.check = tuple(name for name in check if name in PROCESSORS)
         entry.attempts += 1
         self.counters.requeued += 1
+        if self.journal:
+            self.journal.record("R", correlation_id, now_ms() + int(delay_seconds * 1000),
+                                ",".join(entry.check))
         if delay_seconds > 0:
             now = time.monotonic() if now is None else now
             entry.state = State.DELAYED
@@ -173,6 +187,8 @@ class Store:
             del self.leased[entry.correlation_id]
             entry.check = PROCESSORS
             self._enqueue(entry, front=True)
+            if self.journal:
+                self.journal.record("E", entry.correlation_id)
         self.counters.leases_expired += len(expired)
         return len(expired)
 
@@ -196,7 +212,70 @@ class Store:
         self.ledger.clear()
         self._queued = 0
         self._work.clear()
+        if self.journal:
+            self.journal.record("X")
         return count
+
+    # -- durability -------------------------------------------------------
+    def restore(self, records: Iterable[list[str]]) -> int:
+        """Rebuild the state from journal records (before ``journal`` is set).
+
+        Leases survive with a fresh deadline: a consumer that outlived the
+        cache still reports its results, and only unreported ones expire.
+        """
+        assert self.journal is None, "restore before attaching the journal"
+        count = 0
+        for fields in records:
+            count += 1
+            kind, args = fields[0], fields[1:]
+            if kind == "S":
+                self.submit([(args[0], int(args[1]))])
+            elif kind == "L":
+                self._lease_restored(args)
+            elif kind == "C":
+                self.complete([Completed(args[0], args[1], int(args[2]), int(args[3]))])
+            elif kind == "R":
+                check = tuple(args[2].split(",")) if len(args) > 2 and args[2] else ()
+                self.requeue(args[0], check, max(0, int(args[1]) - now_ms()) / 1000)
+            elif kind == "E":
+                entry = self.leased.get(args[0])
+                if entry is not None:
+                    entry.lease_until = 0.0
+                    self.expire_leases()
+            elif kind == "X":
+                self.purge()
+        self.counters = Counters()
+        return count
+
+    def _lease_restored(self, correlation_ids: list[str]) -> None:
+        deadline = time.monotonic() + self.lease_seconds
+        for correlation_id in correlation_ids:
+            entry = self.entries.get(correlation_id)
+            if entry is None or entry.state is State.DONE:
+                continue
+            if entry.state is State.QUEUED:
+                self._queued -= 1
+            entry.state = State.LEASED  # any stale queue reference is skipped when popped
+            entry.lease_until = deadline
+            self.leased[correlation_id] = entry
+
+    def snapshot(self) -> Iterator[str]:
+        """The current state as journal lines (for compaction)."""
+        wall_now, mono_now = now_ms(), time.monotonic()
+        due = {id(e): wall_now + int(max(0.0, t - mono_now) * 1000) for t, _, e in self.delayed}
+        for entry in self.entries.values():
+            yield f"S {entry.correlation_id} {entry.amount_cents}"
+            if entry.state is State.DONE:
+                yield (f"C {entry.correlation_id} {entry.processor} {entry.amount_cents} "
+                       f"{entry.requested_at_ms}")
+            elif entry.state is State.LEASED:
+                yield f"L {entry.correlation_id}"
+                if entry.check:  # lent out again after a hand-back: keep what to check
+                    yield f"R {entry.correlation_id} {wall_now} {','.join(entry.check)}"
+                    yield f"L {entry.correlation_id}"
+            elif entry.check or entry.state is State.DELAYED:
+                yield f"L {entry.correlation_id}"
+                yield f"R {entry.correlation_id} {due.get(id(entry), wall_now)} {','.join(entry.check)}"
 
     # -- internals --------------------------------------------------------
     def _enqueue(self, entry: Entry, front: bool = False) -> None:

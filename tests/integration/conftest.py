@@ -82,7 +82,9 @@ def stack() -> Iterator[Stack]:
         port=int(os.environ.get("TEST_PORT", "9999")),
         default_port=int(os.environ.get("TEST_DEFAULT_PORT", "8001")),
         fallback_port=int(os.environ.get("TEST_FALLBACK_PORT", "8002")),
-        env={"LOG_LEVEL": "INFO"},
+        # Short leases and timeouts so that crash tests settle in seconds.
+        env={"LOG_LEVEL": "INFO", "CACHE_LEASE_MS": "5000", "CONSUMER_PAYMENT_TIMEOUT_MS": "2000",
+             "CONSUMER_LOOKUP_TIMEOUT_MS": "1000", "CONSUMER_JOB_TIMEOUT_MS": "4000"},
     )
     with Stack(config) as running:
         yield running
