@@ -29,7 +29,7 @@ class ApiSettings:
     ack_mode: str
     ack_timeout_ms: int
     rpc_timeout_ms: int
-    max_pending: int
+    max_backlog: int
     ship_batch: int
     ship_linger_ms: int
 
@@ -45,7 +45,7 @@ class ApiSettings:
             ack_mode=env_choice("API_ACK_MODE", "spool", ("spool", "cache")),
             ack_timeout_ms=env_int("API_ACK_TIMEOUT_MS", 1_000, minimum=1, maximum=60_000),
             rpc_timeout_ms=env_int("API_RPC_TIMEOUT_MS", 3_000, minimum=10, maximum=60_000),
-            max_pending=env_int("API_MAX_PENDING", 200_000, minimum=1),
+            max_backlog=env_int("API_MAX_BACKLOG", 100_000, minimum=1),
             ship_batch=env_int("API_SHIP_BATCH", 500, minimum=1, maximum=10_000),
             ship_linger_ms=env_int("API_SHIP_LINGER_MS", 2, minimum=0, maximum=1_000),
         )
@@ -63,7 +63,7 @@ def _site(runner: web.BaseRunner, listen: str) -> web.BaseSite:
 
 async def serve(settings: ApiSettings) -> None:
     log = logs.setup("api")
-    spool = Spool(settings.spool_dir, max_pending=settings.max_pending)
+    spool = Spool(settings.spool_dir, max_pending=settings.max_backlog)
     channel = cache_channel(settings.cache_address)
     stub = cache_stub(channel)
     shipper = Shipper(spool, stub, batch_max=settings.ship_batch,
@@ -71,7 +71,8 @@ async def serve(settings: ApiSettings) -> None:
     api = Api(ApiOptions(ack_mode=settings.ack_mode,
                          ack_timeout_seconds=settings.ack_timeout_ms / 1000,
                          rpc_timeout_seconds=settings.rpc_timeout_ms / 1000,
-                         instance=settings.listen), spool, shipper, stub)
+                         instance=settings.listen, max_backlog=settings.max_backlog),
+              spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
     runner = web.ServerRunner(web.Server(api.handle, access_log=None), handle_signals=False)
     await runner.setup()

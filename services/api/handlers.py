@@ -49,6 +49,7 @@ class ApiOptions:
     ack_timeout_seconds: float
     rpc_timeout_seconds: float
     instance: str
+    max_backlog: int  # accepted but unprocessed payments past which POST answers 503
 
 
 class Api:
@@ -59,7 +60,8 @@ class Api:
         self.shipper = shipper
         self.stub = stub
         self.accepted = 0
-        self.rejected = 0
+        self.rejected = 0  # invalid requests
+        self.refused = 0  # valid, but the backlog is full
         self._routes: dict[str, dict[str, Handler]] = {
             "/payments": {"POST": self.post_payment},
             "/payments-summary": {"GET": self.get_summary},
@@ -94,10 +96,14 @@ class Api:
         except InvalidPayment as exc:
             self.rejected += 1
             return error(400 if "JSON" in str(exc) else 422, str(exc))
+        if self.shipper.cache_backlog + self.spool.pending >= self.options.max_backlog:
+            self.refused += 1
+            return error(503, "too many payments waiting, try again later", **{"Retry-After": "1"})
         try:
             seq = self.spool.append(slip.correlation_id, slip.amount_cents)
         except SpoolFull:
-            return error(503, "backlog full, try again later", **{"Retry-After": "1"})
+            self.refused += 1
+            return error(503, "too many payments waiting, try again later", **{"Retry-After": "1"})
         self.accepted += 1
         if self.options.ack_mode == "cache":
             # The payment is already durable in the spool; waiting only makes it
@@ -172,5 +178,6 @@ class Api:
 
     def _local_stats(self) -> dict[str, object]:
         return {"instance": self.options.instance, "accepted": self.accepted,
-                "rejected": self.rejected, "spoolPending": self.spool.pending,
+                "rejected": self.rejected, "refused": self.refused,
+                "spoolPending": self.spool.pending, "cacheBacklog": self.shipper.cache_backlog,
                 "cacheConnected": self.shipper.connected}

@@ -32,6 +32,7 @@ class Shipper:
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.connected = False
         self.batches = 0
+        self.cache_backlog = 0  # as of the last acknowledgement
 
     async def wait_acked(self, seq: int) -> None:
         if seq <= self._acked:
@@ -86,6 +87,7 @@ class Shipper:
             if ack is grpc.aio.EOF:
                 raise ConnectionError("cache closed the stream")
             self.connected = True
+            self.cache_backlog = ack.backlog
             self._acked = max(self._acked, ack.seq)
             self._spool.acknowledge(ack.seq)
             waiters = self._waiters

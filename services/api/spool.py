@@ -5,8 +5,9 @@ Each accepted payment is one line appended to a file with ``os.write`` before th
 202 goes out: once in the page cache it survives a crash of this process (not of
 the machine: no fsync, by design, for latency). At start-up every line still on
 disk is replayed; the cache ignores ids it already holds, so replaying an
-acknowledged line is harmless. The file is emptied whenever everything in it has
-been acknowledged and it has grown past ``compact_bytes``.
+acknowledged line is harmless unless the cache was purged in between, so the
+file is emptied as soon as everything in it has been acknowledged: after a crash
+only the lines since the spool was last idle come back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class SpoolFull(Exception):
 
 
 class Spool:
-    def __init__(self, directory: Path, *, max_pending: int, compact_bytes: int = 1 << 20) -> None:
+    def __init__(self, directory: Path, *, max_pending: int, compact_bytes: int = 0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.max_pending = max_pending
         self._compact_bytes = compact_bytes

@@ -42,7 +42,7 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
     async def _submit(self, batch: pb.SubmitBatch) -> pb.SubmitAck:
         new, dup = self.store.submit((p.correlation_id, p.amount_cents) for p in batch.payments)
         await self._durable()
-        return pb.SubmitAck(seq=batch.seq, accepted=new, duplicates=dup)
+        return pb.SubmitAck(seq=batch.seq, accepted=new, duplicates=dup, backlog=self.store.backlog)
 
     async def Submit(self, request_iterator: AsyncIterator[pb.SubmitBatch],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SubmitAck]:

@@ -72,6 +72,7 @@ class Store:
     ledger: Ledger = field(default_factory=lambda: Ledger(PROCESSORS))
     counters: Counters = field(default_factory=Counters)
     _queued: int = 0
+    _done: int = 0
     _tiebreak: int = 0
     _work: asyncio.Event = field(default_factory=asyncio.Event)
     # Set after replay; every state change is then journaled.
@@ -147,6 +148,7 @@ class Store:
                     self._queued -= 1
             self.leased.pop(entry.correlation_id, None)
             entry.state = State.DONE
+            self._done += 1
             entry.processor = result.processor
             entry.amount_cents = result.amount_cents
             entry.requested_at_ms = result.requested_at_ms
@@ -203,6 +205,11 @@ class Store:
     def queued(self) -> int:
         return self._queued
 
+    @property
+    def backlog(self) -> int:
+        """Accepted and not processed yet: queued, delayed or leased."""
+        return len(self.entries) - self._done
+
     def purge(self) -> int:
         count = len(self.entries)
         self.entries.clear()
@@ -211,6 +218,7 @@ class Store:
         self.leased.clear()
         self.ledger.clear()
         self._queued = 0
+        self._done = 0
         self._work.clear()
         if self.journal:
             self.journal.record("X")

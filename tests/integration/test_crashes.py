@@ -115,3 +115,39 @@ def test_api_killed_and_restarted(clean: None, stack: Stack, backend: Backend, p
     # nginx sends new requests to the surviving instance: at most the requests
     # in flight at the killed one go unanswered.
     assert figures["refused"] + figures["unanswered"] <= 5
+
+
+@pytest.mark.parametrize("name", ["cache", "consumer", "api1"])
+def test_graceful_stop_and_start_under_load_loses_nothing(clean: None, stack: Stack, backend: Backend,
+                                                          processors: Processors, name: str) -> None:
+    load = Load(stack.config.base_url)
+    load.start()
+    time.sleep(1.0)
+    stack.restart(name)  # SIGTERM, wait for it to exit, start again
+    time.sleep(1.0)
+    load.stop()
+    figures = check_invariants(load, backend, processors)
+    assert figures["accepted"] > 100
+
+
+def test_a_full_backlog_answers_503_and_drains_later(clean: None, stack: Stack, backend: Backend,
+                                                     processors: Processors) -> None:
+    for api in ("api1", "api2"):
+        stack.config.service_env[api] = {"API_MAX_BACKLOG": "30"}
+        stack.restart(api)
+    try:
+        processors.configure("default", failure=True)
+        answers = [backend.pay() for _ in range(120)]
+        refused = [r for _, r in answers if r.status_code == 503]
+        accepted = [cid for cid, r in answers if r.status_code == 202]
+        assert refused and accepted
+        assert refused[0].headers["Retry-After"] == "1" and "error" in refused[0].json()
+        processors.configure("default", failure=False)
+        wait_for(lambda: processed_count(backend) >= len(accepted), 30, "the backlog to drain")
+        time.sleep(0.5)
+        assert processed_count(backend) == len(accepted)
+    finally:
+        processors.configure("default", failure=False)
+        for api in ("api1", "api2"):
+            stack.config.service_env.pop(api, None)
+            stack.restart(api)

@@ -175,3 +175,10 @@ def test_stats_and_health_report_the_pipeline(backend: Backend) -> None:
     stats = backend.stats()
     assert stats["consumer"]["workers"]["size"] > 0
     assert set(stats["processed"]) == {"default", "fallback"}
+
+
+def test_oversized_bodies_are_cut_off_by_nginx_with_json(backend: Backend) -> None:
+    body = b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": 1, "pad": "' + b"x" * 20_000 + b'"}'
+    response = backend.http.post("/payments", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert "error" in response.json()

@@ -48,3 +48,12 @@ def test_file_is_emptied_once_everything_is_acknowledged(tmp_path: Path) -> None
     spool.acknowledge(spool.take_unsent(100)[-1].seq)
     assert spool._path.stat().st_size == 0
     assert spool.pending == 0
+
+
+def test_acknowledged_lines_are_not_replayed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_pending=100)
+    spool.append("a", 1)
+    spool.acknowledge(spool.take_unsent(10)[-1].seq)
+    spool.append("b", 1)  # not acknowledged when the process dies
+    again = Spool(tmp_path, max_pending=100)
+    assert [p.correlation_id for p in again.take_unsent(10)] == ["b"]

@@ -27,14 +27,16 @@ class SubmitBatch(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ...) -> None: ...
 
 class SubmitAck(_message.Message):
-    __slots__ = ("seq", "accepted", "duplicates")
+    __slots__ = ("seq", "accepted", "duplicates", "backlog")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
     seq: int
     accepted: int
     duplicates: int
-    def __init__(self, seq: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    backlog: int
+    def __init__(self, seq: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., backlog: _Optional[int] = ...) -> None: ...
 
 class DequeueRequest(_message.Message):
     __slots__ = ("max", "wait_ms")
