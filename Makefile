@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= /tmp/rinha-run
 export RUN_DIR
 
-.PHONY: install run stop test unit integration bench stubs check-stubs up down clean
+.PHONY: install run stop test unit integration bench chaos stubs up down clean
 
 install: $(STAMP) nginx
 
@@ -41,6 +41,10 @@ integration: install
 
 bench: install
 	$(PY) -m loadtest.bench
+
+# Kill and restart every service in turn under load, then check the invariants.
+chaos: install
+	$(PY) -m tools.chaos
 
 # Regenerate the gRPC stubs from protos/ (tests fail if they are stale).
 stubs: $(STAMP)

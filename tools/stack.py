@@ -224,9 +224,10 @@ class Stack:
                    15, "nginx", self.log("nginx"))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a service's whole process group (nginx's workers included)."""
         proc = self.procs[name]
         if proc.poll() is None:
-            proc.send_signal(sig)
+            os.killpg(proc.pid, sig)
             proc.wait(timeout=30)
 
     def restart(self, name: str) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.integration.conftest import Backend, Processors, wait_for
+from tools.clients import Backend, Processors, wait_for
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration

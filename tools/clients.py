@@ -1,0 +1,154 @@
+"""Clients of the running system for tests and tools: our backend, the
+processors' admin API, a steady load, and the end-to-end invariants."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+ADMIN_TOKEN = "123"
+
+
+class Processors:
+    """The processors' admin endpoints, as the official test drives them."""
+
+    def __init__(self, default_url: str, fallback_url: str, token: str = ADMIN_TOKEN) -> None:
+        self.urls = {"default": default_url, "fallback": fallback_url}
+        self.http = httpx.Client(timeout=10, headers={"X-Rinha-Token": token})
+
+    def configure(self, name: str, *, delay: int | None = None, failure: bool | None = None) -> None:
+        if delay is not None:
+            self.http.put(f"{self.urls[name]}/admin/configurations/delay", json={"delay": delay}).raise_for_status()
+        if failure is not None:
+            self.http.put(f"{self.urls[name]}/admin/configurations/failure", json={"failure": failure}).raise_for_status()
+
+    def reset(self) -> None:
+        for name in self.urls:
+            self.configure(name, delay=0, failure=False)
+            self.http.post(f"{self.urls[name]}/admin/purge-payments").raise_for_status()
+
+    def summary(self, name: str, params: dict[str, str] | None = None) -> dict:
+        response = self.http.get(f"{self.urls[name]}/admin/payments-summary", params=params or {})
+        response.raise_for_status()
+        return response.json()
+
+    def find(self, name: str, correlation_id: str) -> dict | None:
+        response = self.http.get(f"{self.urls[name]}/payments/{correlation_id}")
+        return response.json() if response.status_code == 200 else None
+
+
+class Backend:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=10)
+
+    def pay(self, amount: float = 19.90, correlation_id: str | None = None) -> tuple[str, httpx.Response]:
+        correlation_id = correlation_id or str(uuid.uuid4())
+        response = self.http.post("/payments", json={"correlationId": correlation_id, "amount": amount})
+        return correlation_id, response
+
+    def summary(self, params: dict[str, str] | None = None) -> dict:
+        response = self.http.get("/payments-summary", params=params or {})
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict:
+        return self.http.get("/stats").raise_for_status().json()
+
+    def processed(self) -> int:
+        summary = self.summary()
+        return summary["default"]["totalRequests"] + summary["fallback"]["totalRequests"]
+
+    def backlog(self) -> int:
+        queue = self.stats()["queue"]
+        return queue["pending"] + queue["delayed"] + queue["inFlight"]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.HTTPError:
+            pass  # a service restarting
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Load(threading.Thread):
+    """Posts payments through nginx at a steady pace, remembering every answer."""
+
+    def __init__(self, base_url: str, per_second: float = 100) -> None:
+        super().__init__(daemon=True)
+        self.http = httpx.Client(base_url=base_url, timeout=5)
+        self.pause = 1 / per_second
+        self.accepted: list[str] = []
+        self.refused: list[str] = []
+        self.unanswered: list[str] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            correlation_id = str(uuid.uuid4())
+            try:
+                response = self.http.post("/payments", json={"correlationId": correlation_id, "amount": 19.9})
+                (self.accepted if response.is_success else self.refused).append(correlation_id)
+            except httpx.HTTPError:
+                self.unanswered.append(correlation_id)
+            time.sleep(self.pause)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    @property
+    def attempted(self) -> list[str]:
+        return self.accepted + self.refused + self.unanswered
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: int
+    refused: int
+    unanswered: int
+    processed: int
+    lost: int
+    double: int
+    ledger_mismatches: int
+    inconsistencies: int
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.double or self.ledger_mismatches or self.inconsistencies)
+
+
+def verify(load: Load, backend: Backend, processors: Processors, *, drain_timeout: float = 60) -> Verdict:
+    """Every accepted payment charged exactly once, at one processor, and our
+    ledger and summary equal to what the processors hold."""
+    accepted = set(load.accepted)
+    wait_for(lambda: backend.processed() >= len(accepted), drain_timeout, f"{len(accepted)} payments processed")
+    wait_for(lambda: backend.backlog() == 0, 30, "an empty queue")
+    where = {cid: [n for n in ("default", "fallback") if processors.find(n, cid)] for cid in load.attempted}
+    mismatches = 0
+    for correlation_id, found in where.items():
+        state = backend.http.get(f"/payments/{correlation_id}")
+        if found:
+            theirs = processors.find(found[0], correlation_id) or {}
+            ours = state.json() if state.status_code == 200 else {}
+            mismatches += (ours.get("state"), ours.get("processor"), ours.get("requestedAt")) != \
+                ("processed", found[0], theirs.get("requestedAt"))
+        else:
+            mismatches += state.status_code == 200 and state.json().get("state") == "processed"
+    ours = backend.summary()
+    inconsistencies = sum(abs(ours[n]["totalRequests"] - processors.summary(n)["totalRequests"])
+                          for n in ("default", "fallback"))
+    return Verdict(accepted=len(accepted), refused=len(load.refused), unanswered=len(load.unanswered),
+                   processed=ours["default"]["totalRequests"] + ours["fallback"]["totalRequests"],
+                   lost=sum(1 for c in accepted if not where[c]),
+                   double=sum(1 for found in where.values() if len(found) > 1),
+                   ledger_mismatches=mismatches, inconsistencies=inconsistencies)
