@@ -50,7 +50,7 @@ def peak_rss_bytes(pid: int) -> int:
 
 def run_once(args: argparse.Namespace, stamp: str) -> dict:
     limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
-    config = StackConfig(run_dir=Path(args.run_dir), port=args.port, limits=limits,
+    config = StackConfig(run_dir=Path(args.run_dir), port=args.port, limits=limits, floor=args.floor,
                          env={"LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)})
     shutil.rmtree(config.run_dir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
            "K6_WEB_DASHBOARD_EXPORT": str(RESULTS / f"report-{stamp}.html"),
            "K6_NO_USAGE_REPORT": "true"}
     with Stack(config) as stack:
-        baseline = {name: cgroup.usage() for name, cgroup in stack.cgroups.items()}
+        baseline = {name: cgroup.usage() for name, cgroup in stack.cgroups.items() if name in stack.procs}
         started = time.monotonic()
         subprocess.run([k6_binary(), "run", "--quiet", str(SCRIPT)], env=env, cwd=REPO, check=False)
         wall = time.monotonic() - started
@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--no-limits", dest="limits", action="store_false",
                         help="run unconstrained (default: compose limits via cgroup v1 when writable)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a run misses a correctness target")
+    parser.add_argument("--floor", action="store_true",
+                        help="nginx alone with static answers (no Python behind it): the p99 floor")
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--run-dir", default="/tmp/rinha-bench")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
@@ -146,6 +148,8 @@ def main() -> None:
     if args.runs > 1:
         print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms, "
               f"median net {statistics.median(r['net'] for r in results)}")
+    if args.floor:
+        return  # nothing is processed in a floor run: only its p99 matters
     bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results) if (v := violations(r))]
     if bad:
         print("FAILED: " + "; ".join(bad), file=sys.stderr)

@@ -36,11 +36,28 @@ def render(run_dir: Path, *, listen_port: int = 9999, error_log: str | None = No
     return text
 
 
-def write(run_dir: Path, **kwargs: object) -> Path:
+FLOOR_LOCATIONS = """location = /payments { return 202; }
+        location = /payments-summary {
+            default_type application/json;
+            return 200 '{"default":{"totalRequests":0,"totalAmount":0},"fallback":{"totalRequests":0,"totalAmount":0}}';
+        }
+        location = /purge-payments { return 200; }
+        location = /health { return 200; }
+        location / {"""
+
+
+def render_floor(run_dir: Path, *, listen_port: int = 9999) -> str:
+    """The same nginx, answering alone with static responses: the floor that
+    k6, the stand-ins and the machine put under any p99 we can measure."""
+    return _replace(render(run_dir, listen_port=listen_port), "location / {", FLOOR_LOCATIONS)
+
+
+def write(run_dir: Path, *, floor: bool = False, **kwargs: object) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)
     for kind in TEMP_KINDS:
         (run_dir / "nginx-tmp" / kind).mkdir(parents=True, exist_ok=True)
     target = run_dir / "nginx.conf"
-    target.write_text(render(run_dir, **kwargs))  # type: ignore[arg-type]
+    text = render_floor(run_dir, **kwargs) if floor else render(run_dir, **kwargs)  # type: ignore[arg-type]
+    target.write_text(text)
     return target

@@ -50,6 +50,8 @@ class StackConfig:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Per-service CPU/memory limits (cgroup v1), keyed like docker-compose.yml.
     limits: dict[str, Limit] = field(default_factory=dict)
+    # nginx alone with static answers (and the stand-ins): the latency floor.
+    floor: bool = False
 
     @property
     def runs_standins(self) -> bool:
@@ -138,10 +140,11 @@ class Stack:
             if self.config.runs_standins:
                 self.start_standin("default", self.config.default_port, 0.05)
                 self.start_standin("fallback", self.config.fallback_port, 0.15)
-            self.start_service("cache")
-            self.start_service("api1")
-            self.start_service("api2")
-            self.start_service("consumer")
+            if not self.config.floor:
+                self.start_service("cache")
+                self.start_service("api1")
+                self.start_service("api2")
+                self.start_service("consumer")
             self.start_nginx()
         except BaseException:
             self.stop()
@@ -217,7 +220,7 @@ class Stack:
         return reply.consumer.published_at_ms >= since_ms
 
     def start_nginx(self) -> None:
-        conf = nginx_conf.write(self.run_dir, listen_port=self.config.port)
+        conf = nginx_conf.write(self.run_dir, listen_port=self.config.port, floor=self.config.floor)
         self._spawn("nginx", [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir),
                               "-g", "daemon off;"], env=dict(os.environ))
         wait_until(lambda: self._check_alive("nginx") and http_ok(f"{self.config.base_url}/health"),

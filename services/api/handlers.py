@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import orjson
@@ -23,6 +24,7 @@ from services.common.rpc import pipeline_pb2_grpc
 from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
 
 log = logging.getLogger("api")
+OPENAPI = Path(__file__).with_name("openapi.json")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 16 * 1024
 JSON = "application/json"
@@ -68,7 +70,9 @@ class Api:
             "/purge-payments": {"POST": self.purge},
             "/stats": {"GET": self.get_stats},
             "/health": {"GET": self.get_health},
+            "/openapi.json": {"GET": self.get_openapi},
         }
+        self._openapi = OPENAPI.read_bytes() if OPENAPI.exists() else b"{}"
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         methods = self._routes.get(request.path)
@@ -172,6 +176,9 @@ class Api:
             },
             "api": self._local_stats(),
         })
+
+    async def get_openapi(self, request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(body=self._openapi, content_type=JSON)
 
     async def get_health(self, request: web.BaseRequest) -> web.StreamResponse:
         return json_response({"status": "ok", **self._local_stats()})

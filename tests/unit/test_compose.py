@@ -64,3 +64,9 @@ def test_services_run_from_the_built_image(compose: dict) -> None:
     assert "pip install ." in dockerfile
     for name in ("api1", "api2", "cache", "consumer"):
         assert compose["services"][name]["build"] == "."
+
+
+def test_the_backend_never_uses_admin_endpoints_or_tokens() -> None:
+    for path in (REPO / "services").rglob("*.py"):
+        text = path.read_text()
+        assert "X-Rinha-Token" not in text and "/admin/" not in text, path
