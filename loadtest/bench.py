@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tools.cgroups import available as cgroups_available
@@ -50,6 +51,8 @@ def peak_rss_bytes(pid: int) -> int:
 
 def run_once(args: argparse.Namespace, stamp: str) -> dict:
     limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
+    if args.ignore_shares:
+        limits = {name: replace(limit, shares=1024) for name, limit in limits.items()}
     config = StackConfig(run_dir=Path(args.run_dir), port=args.port, limits=limits, floor=args.floor,
                          env={"LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)})
     shutil.rmtree(config.run_dir, ignore_errors=True)
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--no-limits", dest="limits", action="store_false",
                         help="run unconstrained (default: compose limits via cgroup v1 when writable)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a run misses a correctness target")
+    parser.add_argument("--ignore-shares", action="store_true",
+                        help="every service at the default CPU weight, whatever compose says")
     parser.add_argument("--floor", action="store_true",
                         help="nginx alone with static answers (no Python behind it): the p99 floor")
     parser.add_argument("--port", type=int, default=9999)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -52,6 +53,9 @@ class Processor:
     def __post_init__(self) -> None:
         self.token = self.settings.token
         self.slots = asyncio.Semaphore(self.settings.max_running)
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -166,23 +170,21 @@ def build_app(settings: StandinSettings) -> web.Application:
         proc.token = token
         return web.Response(status=204)
 
-    async def set_delay(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return _error(401, "invalid token")
-        delay = (await _body(request)).get("delay")
-        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
-            return _error(400, "delay must be a non-negative integer (ms)")
-        was, proc.delay_ms = proc.delay_ms, delay
-        return _json({"config": "delay", "was": was, "is": delay})
+    def setter(key: str, attribute: str, valid: Callable[[object], bool], hint: str) -> Handler:
+        """PUT /admin/configurations/<key>: answers what it was and what it is."""
+        async def put(request: web.Request) -> web.Response:
+            if not authorized(request):
+                return _error(401, "invalid token")
+            value = (await _body(request)).get(key)
+            if not valid(value):
+                return _error(400, f"{key} must be {hint}")
+            was = getattr(proc, attribute)
+            setattr(proc, attribute, value)
+            return _json({"config": key, "was": was, "is": value})
+        return put
 
-    async def set_failure(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return _error(401, "invalid token")
-        failure = (await _body(request)).get("failure")
-        if not isinstance(failure, bool):
-            return _error(400, "failure must be a boolean")
-        was, proc.failing = proc.failing, failure
-        return _json({"config": "failure", "was": was, "is": failure})
+    set_delay = setter("delay", "delay_ms", lambda v: type(v) is int and v >= 0, "a non-negative integer (ms)")
+    set_failure = setter("failure", "failing", lambda v: isinstance(v, bool), "a boolean")
 
     async def purge(request: web.Request) -> web.Response:
         if not authorized(request):

@@ -19,6 +19,7 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g"
 class Limit:
     cpus: float
     memory_bytes: int
+    shares: int = 1024  # relative CPU weight under contention (compose: cpu_shares)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,8 @@ def compose_limits(compose_file: Path) -> dict[str, Limit]:
     limits: dict[str, Limit] = {}
     for name, service in services.items():
         declared = service["deploy"]["resources"]["limits"]
-        limits[name] = Limit(float(declared["cpus"]), parse_memory(declared["memory"]))
+        limits[name] = Limit(float(declared["cpus"]), parse_memory(declared["memory"]),
+                             int(service.get("cpu_shares", 1024)))
     return limits
 
 
@@ -76,6 +78,7 @@ class Cgroup:
             directory.mkdir(parents=True, exist_ok=True)
         (self.dirs["cpu"] / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(self.limit.cpus * PERIOD_US)))
+        (self.dirs["cpu"] / "cpu.shares").write_text(str(self.limit.shares))
         (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(self.limit.memory_bytes))
         return self
 

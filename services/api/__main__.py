@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from aiohttp import web
 from services.api.handlers import Api, ApiOptions
 from services.api.shipper import Shipper
 from services.api.spool import Spool
-from services.common import logs
+from services.common import logs, runtime
 from services.common.config import ConfigError, env_choice, env_int, env_str, load_or_exit
 from services.common.rpc_client import cache_channel, cache_stub
 
@@ -80,7 +79,7 @@ async def serve(settings: ApiSettings) -> None:
     await site.start()
     if settings.listen.startswith("unix:"):
         os.chmod(settings.listen.removeprefix("unix:"), 0o666)
-    gc.freeze()
+    runtime.settle_after_startup()
     log.info("listening", extra=logs.fields(listen=settings.listen, replayed=spool.replayed,
                                             ack_mode=settings.ack_mode))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import uvloop
 from services.cache.journal import FSYNC_POLICIES, Journal
 from services.cache.server import CacheService, housekeeping_forever
 from services.cache.store import Store
-from services.common import logs
+from services.common import logs, runtime
 from services.common.config import env_choice, env_int, env_str, load_or_exit
 from services.common.rpc import pipeline_pb2_grpc
 
@@ -68,7 +67,7 @@ async def serve(settings: CacheSettings) -> None:
     background = [asyncio.create_task(housekeeping_forever(store))]
     if journal is not None:
         background.append(asyncio.create_task(journal.fsync_forever()))
-    gc.freeze()
+    runtime.settle_after_startup()
     log.info("listening", extra=logs.fields(address=settings.address))
 
     stop = asyncio.Event()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 from dataclasses import dataclass
 
 import uvloop
 
-from services.common import logs
+from services.common import logs, runtime
 from services.common.config import (ConfigError, env_choice, env_float, env_int, env_str,
                                     env_url, load_or_exit)
 from services.common.payment import PROCESSORS
@@ -93,7 +92,7 @@ async def serve(settings: ConsumerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
-    gc.freeze()
+    runtime.settle_after_startup()
     log.info("started", extra=logs.fields(routing=settings.routing,
                                           workers=settings.limits.workers,
                                           processors=settings.processor_urls))
