@@ -6,9 +6,9 @@ cents here, once, so no later hop can disagree about rounding.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 import orjson
 
@@ -59,24 +59,33 @@ def _correlation_id(value: object) -> str:
 
 
 def amount_to_cents(value: object) -> int:
+    """Cents of a JSON number with at most 2 decimal places.
+
+    A float that is a 2-decimal value up to binary noise (0.1 + 0.2, or
+    57 * 0.01 == 0.5700000000000001, as any client summing prices in floating
+    point will send) counts as that value; a real third decimal (1.005) does not.
+    The tolerance, a thousandth of a cent, is far above float noise at the
+    largest amount allowed and far below a real third decimal.
+    """
     if value is None:
         raise InvalidPayment("amount is required")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidPayment("amount must be a number")
-    try:
-        exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation as exc:  # pragma: no cover - repr of a float is always valid
-        raise InvalidPayment("amount must be a number") from exc
-    if not exact.is_finite():
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidPayment("amount must be a finite number")
-    if exact <= 0:
+    if value <= 0:
         raise InvalidPayment("amount must be greater than zero")
-    cents = exact * 100
-    if cents != cents.to_integral_value():
-        raise InvalidPayment("amount must have at most 2 decimal places")
-    if cents > MAX_AMOUNT_CENTS:
+    if value > MAX_AMOUNT_CENTS // 100:
         raise InvalidPayment(f"amount must be at most {MAX_AMOUNT_CENTS // 100}")
-    return int(cents)
+    if isinstance(value, int):
+        return value * 100
+    scaled = value * 100
+    cents = round(scaled)
+    if abs(scaled - cents) > 1e-3:
+        raise InvalidPayment("amount must have at most 2 decimal places")
+    if cents < 1:
+        raise InvalidPayment("amount must be at least 0.01")
+    return cents
 
 
 def cents_to_amount(cents: int) -> float:

@@ -22,9 +22,16 @@ def test_amounts(amount: float, cents: int) -> None:
     assert amount_to_cents(amount) == cents
 
 
-def test_float_noise_is_not_a_two_decimal_amount() -> None:
-    with pytest.raises(InvalidPayment, match="2 decimal"):
-        amount_to_cents(0.1 + 0.2)
+def test_float_noise_of_a_two_decimal_amount_is_that_amount() -> None:
+    assert amount_to_cents(0.1 + 0.2) == 30
+    assert amount_to_cents(57 * 0.01) == 57
+    assert amount_to_cents(999_999_999.99) == 99_999_999_999
+
+
+@pytest.mark.parametrize("amount", [1.005, 0.001, 19.999, 5e-324])
+def test_a_real_third_decimal_is_refused(amount: float) -> None:
+    with pytest.raises(InvalidPayment):
+        amount_to_cents(amount)
 
 
 @pytest.mark.parametrize("body, message", [
