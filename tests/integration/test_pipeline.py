@@ -186,3 +186,35 @@ def test_oversized_bodies_are_cut_off_by_nginx_with_json(backend: Backend) -> No
     response = backend.http.post("/payments", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert "error" in response.json()
+
+
+def test_a_slow_client_is_cut_off_by_nginx(stack: Stack) -> None:
+    """A client that announces a body and never sends it does not hold a
+    connection (or an api worker) for long: nginx's client_body_timeout is 5 s."""
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", stack.config.port), timeout=15) as conn:
+        conn.sendall(b"POST /payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"corr")
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") or answer == b""
+    assert 4 <= time.monotonic() - started < 10
+
+
+def test_both_processors_failing_holds_the_queue_and_drains_after(clean: None, backend: Backend,
+                                                                   processors: Processors) -> None:
+    processors.configure("default", failure=True)
+    processors.configure("fallback", failure=True)
+    for _ in range(50):
+        assert backend.pay()[1].status_code == 202
+    time.sleep(2)
+    assert processed(backend) == 0
+    assert backend.stats()["queue"]["pending"] + backend.stats()["queue"]["inFlight"] >= 49
+    processors.configure("fallback", failure=False)  # patient: still waits for default
+    time.sleep(1)
+    assert processed(backend) == 0
+    processors.configure("default", failure=False)
+    wait_processed(backend, 50)
+    assert backend.summary()["default"]["totalRequests"] == 50
+    assert processors.summary("fallback")["totalRequests"] == 0
