@@ -53,8 +53,14 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
     limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
     if args.ignore_shares:
         limits = {name: replace(limit, shares=1024) for name, limit in limits.items()}
+    service_env: dict[str, dict[str, str]] = {}
+    for item in args.service_env:
+        service, _, assignment = item.partition(":")
+        key, _, value = assignment.partition("=")
+        service_env.setdefault(service, {})[key] = value
     config = StackConfig(run_dir=Path(args.run_dir), port=args.port, limits=limits, floor=args.floor,
-                         env={"LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)})
+                         env={"LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)},
+                         service_env=service_env)
     shutil.rmtree(config.run_dir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result_path = RESULTS / f"result-{stamp}.json"
@@ -137,6 +143,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--run-dir", default="/tmp/rinha-bench")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
+    parser.add_argument("--service-env", action="append", default=[],
+                        help="service:NAME=value for one service (e.g. cache:EVENT_LOOP=uvloop)")
     args = parser.parse_args()
     if args.limits and not cgroups_available():
         print("cgroup v1 is not writable here: running without limits", file=sys.stderr)

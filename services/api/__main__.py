@@ -9,7 +9,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvloop
 from aiohttp import web
 
 from services.api.handlers import Api, ApiOptions
@@ -101,7 +100,7 @@ async def serve(settings: ApiSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(ApiSettings.from_env, "api")
-    uvloop.run(serve(settings))
+    runtime.run(serve(settings), default_loop="uvloop")
 
 
 if __name__ == "__main__":

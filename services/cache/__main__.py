@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import uvloop
 
 from services.cache.journal import FSYNC_POLICIES, Journal
 from services.cache.server import CacheService, housekeeping_forever
@@ -85,7 +84,7 @@ async def serve(settings: CacheSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(CacheSettings.from_env, "cache")
-    uvloop.run(serve(settings))
+    runtime.run(serve(settings), default_loop="uvloop")
 
 
 if __name__ == "__main__":

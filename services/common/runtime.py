@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Coroutine
+from typing import Any
 
-from services.common.config import env_int
+from services.common.config import env_choice, env_int
+
+LOOPS = ("uvloop", "asyncio")
+
+
+def run(main: Coroutine[Any, Any, None], *, default_loop: str) -> None:
+    """Run a service on the event loop ``EVENT_LOOP`` names (uvloop or asyncio)."""
+    loop = env_choice("EVENT_LOOP", default_loop, LOOPS)
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def settle_after_startup() -> None:

@@ -8,7 +8,6 @@ import contextlib
 import signal
 from dataclasses import dataclass
 
-import uvloop
 
 from services.common import logs, runtime
 from services.common.config import (ConfigError, env_choice, env_float, env_int, env_str,
@@ -116,7 +115,7 @@ async def serve(settings: ConsumerSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(ConsumerSettings.from_env, "consumer")
-    uvloop.run(serve(settings))
+    runtime.run(serve(settings), default_loop="uvloop")
 
 
 if __name__ == "__main__":
