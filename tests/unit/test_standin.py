@@ -1,0 +1,426 @@
+"""The processor stand-in behaves as CONTRACT.md §2 says the real processors do.
+
+Every pipeline test that injects faults trusts this double, so each rule the
+pipeline's correctness leans on (delay before the decision, insert after the
+caller gave up, 422 on a retry, inclusive summary bounds, the health budget)
+is pinned here against a server on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from standin.app import PROCESSOR, FixedWindowLimiter, Processor, StandinSettings, build_app, to_cents
+
+pytestmark = pytest.mark.asyncio
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN = {"X-Rinha-Token": "123"}
+T0 = "2025-07-10T12:00:00.000Z"
+
+
+@dataclass
+class Standin:
+    url: str
+    http: aiohttp.ClientSession
+    processor: Processor
+
+    async def call(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                   **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as response:
+            raw = await response.read()
+            body = await response.json(content_type=None) if raw else None
+            return response.status, body, response
+
+    async def pay(self, cid: str = "c1", amount: float = 19.9, at: str = T0, **kwargs: Any) -> tuple[int, Any]:
+        status, body, _ = await self.call("POST", "/payments",
+                                          json={"correlationId": cid, "amount": amount, "requestedAt": at}, **kwargs)
+        return status, body
+
+    async def configure(self, **config: object) -> None:
+        for key, value in config.items():
+            status, body, _ = await self.call("PUT", f"/admin/configurations/{key}", json={key: value}, headers=ADMIN)
+            assert status == 200, body
+
+    async def summary(self, token: str = "123", **bounds: str) -> tuple[int, Any]:
+        status, body, _ = await self.call("GET", "/admin/payments-summary", params=bounds,
+                                          headers={"X-Rinha-Token": token})
+        return status, body
+
+
+StartStandin = Callable[..., Awaitable[Standin]]
+
+
+@pytest_asyncio.fixture
+async def start_standin() -> AsyncIterator[StartStandin]:
+    """Starts stand-ins on ephemeral ports; ``handler_cancellation`` picks aiohttp's disconnect policy."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(handler_cancellation: bool = False, **settings: Any) -> Standin:
+        app = build_app(StandinSettings(**settings))
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Standin(f"http://127.0.0.1:{port}", session, app[PROCESSOR])
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def standin(start_standin: StartStandin) -> Standin:
+    return await start_standin()
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def _eventually_found(standin: Standin, cid: str, timeout: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body, _ = await standin.call("GET", f"/payments/{cid}")
+        if status == 200:
+            return body
+        assert status == 404 and time.monotonic() < deadline, (status, body)
+        await asyncio.sleep(0.02)
+
+
+# -- POST /payments and GET /payments/{id} --------------------------------------------------------
+
+async def test_stores_a_payment_then_answers_422_to_the_same_correlation_id(standin: Standin) -> None:
+    assert await standin.pay("c1", 19.9) == (200, {"message": "payment processed successfully"})
+    status, body = await standin.pay("c1", 5.0, "2025-07-10T13:00:00.000Z")
+    assert status == 422 and "error" in body
+    status, body, _ = await standin.call("GET", "/payments/c1")
+    assert (status, body) == (200, {"correlationId": "c1", "amount": 19.9, "requestedAt": T0})
+    assert (await standin.summary())[1]["totalRequests"] == 1
+
+
+async def test_get_by_id_gives_back_the_instant_sent_with_milliseconds_and_z(standin: Standin) -> None:
+    await standin.pay("c1", 10, "2025-07-10T12:34:56.789Z")
+    await standin.pay("c2", 10, "2025-07-10T09:34:56.7+00:00")
+    assert (await standin.call("GET", "/payments/c1"))[1]["requestedAt"] == "2025-07-10T12:34:56.789Z"
+    assert (await standin.call("GET", "/payments/c2"))[1]["requestedAt"] == "2025-07-10T09:34:56.700Z"
+    assert standin.processor.payments["c2"].requested_at == "2025-07-10T09:34:56.7+00:00"
+    status, body, response = await standin.call("GET", "/payments/unknown")
+    assert status == 404 and "error" in body and response.content_type == "application/json"
+
+
+@pytest.mark.parametrize(("amount", "cents"), [(19.9, 1990), (0.125, 13), (1.005, 101), (19.999, 2000),
+                                               (7, 700), (0.1 + 0.2, 30)])
+async def test_amounts_are_rounded_to_cents_on_the_decimal_written(amount: float, cents: int) -> None:
+    assert to_cents(amount) == cents
+
+
+async def test_amount_is_stored_rounded_to_two_decimals(standin: Standin) -> None:
+    await standin.pay("c1", 0.125)
+    assert (await standin.call("GET", "/payments/c1"))[1]["amount"] == 0.13
+
+
+@pytest.mark.parametrize("body", [
+    {"amount": 1, "requestedAt": T0},
+    {"correlationId": "", "amount": 1, "requestedAt": T0},
+    {"correlationId": "c1", "requestedAt": T0},
+    {"correlationId": "c1", "amount": "1.00", "requestedAt": T0},
+    {"correlationId": "c1", "amount": True, "requestedAt": T0},
+    {"correlationId": "c1", "amount": 1},
+    {"correlationId": "c1", "amount": 1, "requestedAt": "yesterday"},
+    {"correlationId": "c1", "amount": 1, "requestedAt": 1752148800000},
+    {"correlationId": "c1", "amount": 1, "requestedAt": "2025-13-40T12:00:00Z"},
+])
+async def test_malformed_payments_are_refused_with_a_json_error_and_not_stored(
+        standin: Standin, body: dict[str, Any]) -> None:
+    status, answer, response = await standin.call("POST", "/payments", json=body)
+    assert status in (400, 422) and "error" in answer and response.content_type == "application/json"
+    assert standin.processor.payments == {}
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""])
+async def test_unparseable_bodies_get_400(standin: Standin, raw: bytes) -> None:
+    status, answer, _ = await standin.call("POST", "/payments", data=raw,
+                                           headers={"Content-Type": "application/json"})
+    assert status == 400 and "error" in answer
+
+
+async def test_the_delay_is_served_before_success(standin: Standin) -> None:
+    await standin.configure(delay=200)
+    started = time.monotonic()
+    assert (await standin.pay())[0] == 200
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_a_failing_processor_still_makes_you_wait_the_delay(standin: Standin) -> None:
+    await standin.configure(delay=250, failure=True)
+    started = time.monotonic()
+    status, body = await standin.pay()
+    assert status == 500 and "error" in body
+    assert time.monotonic() - started >= 0.25
+    assert (await standin.call("GET", "/payments/c1"))[0] == 404
+
+
+async def test_the_decision_is_taken_after_the_delay(standin: Standin) -> None:
+    """Faults changed during the delay apply, so the delay cannot have been a sleep after deciding."""
+    await standin.configure(delay=300, failure=True)
+    pending = asyncio.create_task(standin.pay("c1"))
+    await asyncio.sleep(0.1)
+    await standin.configure(failure=False)
+    assert (await pending)[0] == 200
+
+    first = asyncio.create_task(standin.pay("c2"))
+    await asyncio.sleep(0.1)
+    await standin.configure(delay=0)
+    assert (await standin.pay("c2", at="2025-07-10T12:00:00.100Z"))[0] == 200
+    assert (await first)[0] == 422  # sent first, but checked for duplicates only after its delay
+    assert standin.processor.payments["c2"].requested_at == "2025-07-10T12:00:00.100Z"
+
+
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_a_payment_lands_even_after_the_caller_gave_up(
+        start_standin: StartStandin, handler_cancellation: bool) -> None:
+    standin = await start_standin(handler_cancellation=handler_cancellation)
+    await standin.configure(delay=300)
+    with pytest.raises(asyncio.TimeoutError):
+        await standin.pay("c1", timeout=aiohttp.ClientTimeout(total=0.08))
+    assert (await standin.call("GET", "/payments/c1"))[0] == 404  # still inside the delay
+    await asyncio.sleep(0.25)
+    found = await _eventually_found(standin, "c1")
+    assert found["amount"] == 19.9
+    assert (await standin.pay("c1"))[0] == 422  # the caller's retry meets the stored payment
+    assert standin.processor.gate.running == 0
+
+
+async def test_past_the_running_and_waiting_limits_it_answers_503(start_standin: StartStandin) -> None:
+    standin = await start_standin(max_running=2, max_waiting=1)
+    await standin.configure(delay=250)
+    started = time.monotonic()
+    tasks = [asyncio.create_task(standin.pay(f"c{i}")) for i in range(3)]
+    gate = standin.processor.gate
+    await _eventually(lambda: (gate.running, gate.waiting) == (2, 1))
+
+    status, body = await standin.pay("c3")
+    assert status == 503 and "error" in body
+    assert time.monotonic() - started < 0.4  # a queued request could not finish before 0.5 s
+    assert (await standin.call("GET", "/payments/c0"))[0] == 503  # lookups share the limit
+    assert (await standin.summary())[0] == 200  # admin calls do not
+    assert [s for s, _ in await asyncio.gather(*tasks)] == [200, 200, 200]
+    assert time.monotonic() - started >= 0.5  # the queued one waited for a slot, then its own delay
+    assert sorted(standin.processor.payments) == ["c0", "c1", "c2"]
+    assert (standin.processor.gate.running, standin.processor.gate.waiting) == (0, 0)
+
+
+# -- GET /payments/service-health -----------------------------------------------------------------
+
+async def test_health_reports_the_faults_without_the_delay(standin: Standin) -> None:
+    await standin.configure(delay=500, failure=True)
+    started = time.monotonic()
+    status, body, _ = await standin.call("GET", "/payments/service-health")
+    assert (status, body) == (200, {"failing": True, "minResponseTime": 500})
+    assert time.monotonic() - started < 0.2
+
+
+async def test_health_allows_one_call_per_window_queues_two_and_refuses_the_rest(
+        start_standin: StartStandin) -> None:
+    """Only lower bounds are exact here: a GC pause can delay an answer but never hasten one.
+    The window arithmetic itself is pinned by the clock-free test below."""
+    window = 0.3
+    standin = await start_standin(health_window_seconds=window)
+    started = time.monotonic()
+
+    async def health() -> tuple[int, float, str | None]:
+        status, _, response = await standin.call("GET", "/payments/service-health")
+        return status, time.monotonic() - started, response.headers.get("Retry-After")
+
+    results = await asyncio.gather(*(health() for _ in range(5)))
+    assert sorted(status for status, _, _ in results) == [200, 200, 200, 429, 429]
+    served = sorted(at for status, at, _ in results if status == 200)
+    refused = [(at, retry_after) for status, at, retry_after in results if status == 429]
+    assert all(retry_after is not None and int(retry_after) >= 1 for _, retry_after in refused)
+    assert all(at < served[-1] for at, _ in refused)  # refused at once, not after waiting in the queue
+    assert window - 0.01 <= served[-1] <= 2 * window + 0.2  # the last one queued waited into a later window
+
+    await asyncio.sleep(window)  # the queue has drained and a fresh window has begun
+    assert (await health())[0] == 200
+
+
+async def test_the_health_windows_are_fixed_not_sliding() -> None:
+    limiter = FixedWindowLimiter(window=5.0, queue=2)
+    assert limiter.claim(4.9) == 0.0
+    assert limiter.claim(5.1) == 0.0  # a new window, although 0.2 s after the last call
+    assert limiter.claim(6.0) == pytest.approx(4.0)  # queued into [10, 15)
+    assert limiter.claim(6.0) == pytest.approx(9.0)  # queued into [15, 20)
+    assert limiter.claim(6.0) is None
+    assert limiter.retry_after(6.0) == 14  # the first window nobody has claimed: [20, 25)
+    limiter.release()
+    assert limiter.claim(10.0) == pytest.approx(10.0)  # a freed queue place takes [20, 25)
+    assert limiter.retry_after(19.99) == 6
+    assert limiter.retry_after(24.9999) == 1
+
+
+# -- admin API ------------------------------------------------------------------------------------
+
+async def test_summary_counts_requested_at_between_from_and_to_inclusive(start_standin: StartStandin) -> None:
+    standin = await start_standin(fee=0.15)
+    instants = ["2025-07-10T12:00:00.000Z", "2025-07-10T12:00:00.001Z", "2025-07-10T12:00:01.000Z"]
+    for i, at in enumerate(instants):
+        assert (await standin.pay(f"c{i}", 19.9, at))[0] == 200
+
+    assert await standin.summary(**{"from": instants[1], "to": instants[2]}) == (200, {
+        "totalRequests": 2, "totalAmount": 39.8, "totalFee": 5.97, "feePerTransaction": 0.15})
+    assert (await standin.summary(**{"from": instants[0], "to": instants[0]}))[1]["totalRequests"] == 1
+    assert (await standin.summary(**{"from": "2025-07-10T12:00:00.000001Z",
+                                     "to": "2025-07-10T12:00:00.999999Z"}))[1]["totalRequests"] == 1
+    assert (await standin.summary(**{"from": "2025-07-10T12:00:00.000000001Z",
+                                     "to": "2025-07-10T12:00:00.000999999Z"}))[1]["totalRequests"] == 0
+    assert (await standin.summary(**{"from": "2025-07-10T09:00:00.001-03:00",
+                                     "to": "2025-07-10T12:00:00.001"}))[1]["totalRequests"] == 1
+    assert (await standin.summary(**{"from": "2025-07-10T12:00:02Z",
+                                     "to": "2025-07-10T12:00:03Z"}))[1]["totalRequests"] == 0
+
+
+@pytest.mark.parametrize("bounds", [{}, {"from": "2025-07-10T12:00:00.500Z"}, {"to": "2025-07-10T11:00:00.000Z"},
+                                    {"from": "", "to": "2025-07-10T11:00:00.000Z"}])
+async def test_summary_counts_every_row_when_either_bound_is_missing(
+        standin: Standin, bounds: dict[str, str]) -> None:
+    await standin.pay("c1", 10, "2025-07-10T12:00:00.000Z")
+    await standin.pay("c2", 0.01, "2025-07-10T12:00:01.000Z")
+    assert await standin.summary(**bounds) == (200, {
+        "totalRequests": 2, "totalAmount": 10.01, "totalFee": 0.5, "feePerTransaction": 0.05})
+
+
+@pytest.mark.parametrize("bounds", [{"from": "nope", "to": T0}, {"from": T0, "to": "2025-02-30T00:00:00Z"}])
+async def test_summary_refuses_invalid_bounds(standin: Standin, bounds: dict[str, str]) -> None:
+    status, body = await standin.summary(**bounds)
+    assert status == 400 and "error" in body
+
+
+async def test_summary_of_many_payments_has_no_float_drift(standin: Standin) -> None:
+    await asyncio.gather(*(standin.pay(f"c{i}", 19.9) for i in range(300)))
+    _, body = await standin.summary()
+    assert body == {"totalRequests": 300, "totalAmount": 5970.0, "totalFee": 298.5, "feePerTransaction": 0.05}
+
+
+ADMIN_CALLS = [("GET", "/admin/payments-summary", None),
+               ("PUT", "/admin/configurations/token", {"token": "x"}),
+               ("PUT", "/admin/configurations/delay", {"delay": 10}),
+               ("PUT", "/admin/configurations/failure", {"failure": True}),
+               ("POST", "/admin/purge-payments", None)]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS)
+@pytest.mark.parametrize("headers", [{}, {"X-Rinha-Token": "wrong"}, {"X-Rinha-Token": ""}])
+async def test_admin_calls_need_the_token(standin: Standin, method: str, path: str, body: Any,
+                                          headers: dict[str, str]) -> None:
+    await standin.pay()
+    status, answer, _ = await standin.call(method, path, json=body, headers=headers)
+    assert status == 401 and "error" in answer
+    proc = standin.processor
+    assert (proc.token, proc.delay_ms, proc.failing, len(proc.payments)) == ("123", 0, False, 1)
+
+
+async def test_the_token_can_be_replaced(standin: Standin) -> None:
+    status, body, _ = await standin.call("PUT", "/admin/configurations/token", json={"token": "s3cret"},
+                                         headers=ADMIN)
+    assert (status, body) == (204, None)
+    assert (await standin.summary("123"))[0] == 401
+    assert (await standin.summary("s3cret"))[0] == 200
+    assert (await standin.call("PUT", "/admin/configurations/token", json={"token": ""},
+                               headers={"X-Rinha-Token": "s3cret"}))[0] == 400
+
+
+async def test_the_initial_token_is_configurable(start_standin: StartStandin) -> None:
+    standin = await start_standin(token="abc")
+    assert (await standin.summary("123"))[0] == 401
+    assert (await standin.summary("abc"))[0] == 200
+
+
+async def test_purge_forgets_every_payment(standin: Standin) -> None:
+    await standin.pay("c1")
+    await standin.pay("c2")
+    status, body, _ = await standin.call("POST", "/admin/purge-payments", headers=ADMIN)
+    assert (status, body) == (200, {"message": "All payments purged."})
+    assert (await standin.call("GET", "/payments/c1"))[0] == 404
+    assert (await standin.summary())[1]["totalRequests"] == 0
+    assert (await standin.pay("c1"))[0] == 200  # a purged id is new again
+
+
+async def test_configuration_answers_what_it_was_and_what_it_is(standin: Standin) -> None:
+    async def put(key: str, value: object) -> tuple[int, Any]:
+        status, body, _ = await standin.call("PUT", f"/admin/configurations/{key}", json={key: value},
+                                             headers=ADMIN)
+        return status, body
+
+    assert await put("delay", 100) == (200, {"config": "delay", "was": 0, "is": 100})
+    assert await put("delay", 0) == (200, {"config": "delay", "was": 100, "is": 0})
+    assert await put("failure", True) == (200, {"config": "failure", "was": False, "is": True})
+    assert await put("failure", True) == (200, {"config": "failure", "was": True, "is": True})
+    for key, bad in (("delay", -1), ("delay", "10"), ("delay", True), ("delay", 1.5), ("failure", "yes"),
+                     ("failure", 1), ("failure", None)):
+        status, body = await put(key, bad)
+        assert status == 400 and "error" in body, (key, bad)
+    assert (standin.processor.delay_ms, standin.processor.failing) == (0, True)
+
+
+# -- python -m standin ----------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_the_command_line_starts_a_server_with_its_fee_and_token() -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "standin", "--host", "127.0.0.1", "--port", str(port), "--fee", "0.15",
+         "--name", "fallback", "--token", "tok"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{url}/payments/none") as response:
+                        assert response.status == 404
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the stand-in did not start")
+            payment = {"correlationId": "c1", "amount": 100, "requestedAt": T0}
+            async with http.post(f"{url}/payments", json=payment) as response:
+                assert response.status == 200
+            async with http.get(f"{url}/admin/payments-summary", headers={"X-Rinha-Token": "tok"}) as response:
+                assert await response.json() == {"totalRequests": 1, "totalAmount": 100.0, "totalFee": 15.0,
+                                                 "feePerTransaction": 0.15}
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "fallback" in lines[0] and str(port) in lines[0]
