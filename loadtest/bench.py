@@ -23,8 +23,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tools.cgroups import Limit, compose_limits
 from tools.cgroups import available as cgroups_available
-from tools.cgroups import compose_limits
 from tools.stack import REPO, Stack, StackConfig
 
 RESULTS = REPO / "loadtest" / "results"
@@ -51,6 +51,9 @@ def peak_rss_bytes(pid: int) -> int:
 
 def run_once(args: argparse.Namespace, stamp: str) -> dict:
     limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
+    if args.standin_cpus and args.limits:
+        for role in ("default", "fallback"):
+            limits[f"processor-{role}"] = Limit(args.standin_cpus, 200 * 1024**2)
     if args.ignore_shares:
         limits = {name: replace(limit, shares=1024) for name, limit in limits.items()}
     service_env: dict[str, dict[str, str]] = {}
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--no-limits", dest="limits", action="store_false",
                         help="run unconstrained (default: compose limits via cgroup v1 when writable)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a run misses a correctness target")
+    parser.add_argument("--standin-cpus", type=float, default=0,
+                        help="also cap each processor stand-in at this many CPUs (0: unconstrained)")
     parser.add_argument("--ignore-shares", action="store_true",
                         help="every service at the default CPU weight, whatever compose says")
     parser.add_argument("--floor", action="store_true",
