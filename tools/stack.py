@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def nginx_binary() -> str:
     return found
 
 
-def wait_until(check: callable, timeout: float, what: str, log: Path | None = None) -> None:  # type: ignore[valid-type]
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

@@ -69,7 +69,7 @@ async def serve(settings: ApiSettings) -> None:
     api = Api(ApiOptions(ack_mode=settings.ack_mode,
                          ack_timeout_seconds=settings.ack_timeout_ms / 1000,
                          rpc_timeout_seconds=settings.rpc_timeout_ms / 1000,
-                         instance=settings.listen, max_backlog=settings.max_backlog),
+                         instance=settings.listen),
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
     runner = web.ServerRunner(web.Server(api.handle, access_log=None), handle_signals=False)

@@ -51,7 +51,6 @@ class ApiOptions:
     ack_timeout_seconds: float
     rpc_timeout_seconds: float
     instance: str
-    max_backlog: int  # accepted but unprocessed payments past which POST answers 503
 
 
 class Api:
@@ -72,13 +71,14 @@ class Api:
             "/health": {"GET": self.get_health},
             "/openapi.json": {"GET": self.get_openapi},
         }
+        self._lookup: dict[str, Handler] = {"GET": self.get_payment}
         self._openapi = OPENAPI.read_bytes() if OPENAPI.exists() else b"{}"
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         methods = self._routes.get(request.path)
         if methods is None:
             if request.path.startswith("/payments/"):
-                methods = {"GET": self.get_payment}
+                methods = self._lookup
             else:
                 return error(404, f"no such endpoint: {request.path}")
         handler = methods.get(request.method)
@@ -99,12 +99,9 @@ class Api:
             slip = parse_slip(body)
         except InvalidPayment as exc:
             self.rejected += 1
-            return error(400 if "JSON" in str(exc) else 422, str(exc))
-        if self.shipper.cache_backlog + self.spool.pending >= self.options.max_backlog:
-            self.refused += 1
-            return error(503, "too many payments waiting, try again later", **{"Retry-After": "1"})
+            return error(exc.status, str(exc))
         try:
-            seq = self.spool.append(slip.correlation_id, slip.amount_cents)
+            seq = self.spool.append(slip.correlation_id, slip.amount_cents, self.shipper.cache_backlog)
         except SpoolFull:
             self.refused += 1
             return error(503, "too many payments waiting, try again later", **{"Retry-After": "1"})

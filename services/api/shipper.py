@@ -31,7 +31,6 @@ class Shipper:
         self._acked = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.connected = False
-        self.batches = 0
         self.cache_backlog = 0  # as of the last acknowledgement
 
     async def wait_acked(self, seq: int) -> None:
@@ -75,7 +74,6 @@ class Shipper:
                 await call.write(pb.SubmitBatch(seq=batch[-1].seq, payments=[
                     pb.Payment(correlation_id=i.correlation_id, amount_cents=i.amount_cents)
                     for i in batch]))
-                self.batches += 1
             reader.result()  # re-raise why the stream ended
         finally:
             reader.cancel()

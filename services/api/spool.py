@@ -29,7 +29,7 @@ class Spooled:
 
 
 class SpoolFull(Exception):
-    """The cache has been unreachable long enough that the spool hit its bound."""
+    """Accepting one more would put more than ``max_pending`` payments in waiting."""
 
 
 class Spool:
@@ -67,9 +67,12 @@ class Spool:
         self._by_id[correlation_id] = item
         return item
 
-    def append(self, correlation_id: str, amount_cents: int) -> int:
-        """Make the payment durable against a crash of this process; returns its seq."""
-        if self.pending >= self.max_pending:
+    def append(self, correlation_id: str, amount_cents: int, waiting_elsewhere: int = 0) -> int:
+        """Make the payment durable against a crash of this process; returns its seq.
+
+        ``waiting_elsewhere`` (the cache's backlog) counts toward the bound, so
+        one limit covers both a slow cache and stopped processors."""
+        if self.pending + waiting_elsewhere >= self.max_pending:
             raise SpoolFull
         line = f"{correlation_id} {amount_cents}\n".encode()
         os.write(self._fd, line)

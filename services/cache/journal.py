@@ -50,7 +50,6 @@ class Journal:
         self._flush_scheduled = False
         self._waiters: list[asyncio.Future[None]] = []
         self._dirty = False
-        self.records_written = 0
 
     # -- reading ------------------------------------------------------------
     def replay(self) -> Iterator[list[str]]:
@@ -90,7 +89,6 @@ class Journal:
         waiters, self._waiters = self._waiters, []
         if self._buffer:
             data = ("\n".join(self._buffer) + "\n").encode()
-            self.records_written += len(self._buffer)
             self._buffer.clear()
             os.write(self._fd, data)
             self._size += len(data)

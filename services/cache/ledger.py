@@ -84,6 +84,9 @@ class Ledger:
                to_us: int | None = None) -> Totals:
         return self._by_processor[processor].totals(from_us, to_us)
 
+    def count(self) -> int:
+        return sum(len(ledger) for ledger in self._by_processor.values())
+
     def clear(self) -> None:
         for ledger in self._by_processor.values():
             ledger.clear()

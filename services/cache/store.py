@@ -58,7 +58,6 @@ class Completed:
 class Counters:
     duplicates: int = 0
     requeued: int = 0
-    leases_expired: int = 0
     late_completions: int = 0
 
 
@@ -72,7 +71,6 @@ class Store:
     ledger: Ledger = field(default_factory=lambda: Ledger(PROCESSORS))
     counters: Counters = field(default_factory=Counters)
     _queued: int = 0
-    _done: int = 0
     _tiebreak: int = 0
     _work: asyncio.Event = field(default_factory=asyncio.Event)
     # Set after replay; every state change is then journaled.
@@ -148,7 +146,6 @@ class Store:
                     self._queued -= 1
             self.leased.pop(entry.correlation_id, None)
             entry.state = State.DONE
-            self._done += 1
             entry.processor = result.processor
             entry.amount_cents = result.amount_cents
             entry.requested_at_ms = result.requested_at_ms
@@ -186,13 +183,15 @@ class Store:
         now = time.monotonic() if now is None else now
         expired = [e for e in self.leased.values() if e.lease_until <= now]
         for entry in expired:
-            del self.leased[entry.correlation_id]
-            entry.check = PROCESSORS
-            self._enqueue(entry, front=True)
-            if self.journal:
-                self.journal.record("E", entry.correlation_id)
-        self.counters.leases_expired += len(expired)
+            self._expire(entry)
         return len(expired)
+
+    def _expire(self, entry: Entry) -> None:
+        del self.leased[entry.correlation_id]
+        entry.check = PROCESSORS
+        self._enqueue(entry, front=True)
+        if self.journal:
+            self.journal.record("E", entry.correlation_id)
 
     # -- reads ------------------------------------------------------------
     def totals(self, processor: str, from_us: int | None, to_us: int | None) -> Totals:
@@ -208,7 +207,7 @@ class Store:
     @property
     def backlog(self) -> int:
         """Accepted and not processed yet: queued, delayed or leased."""
-        return len(self.entries) - self._done
+        return len(self.entries) - self.ledger.count()
 
     def purge(self) -> int:
         count = len(self.entries)
@@ -218,7 +217,6 @@ class Store:
         self.leased.clear()
         self.ledger.clear()
         self._queued = 0
-        self._done = 0
         self._work.clear()
         if self.journal:
             self.journal.record("X")
@@ -248,8 +246,7 @@ class Store:
             elif kind == "E":
                 entry = self.leased.get(args[0])
                 if entry is not None:
-                    entry.lease_until = 0.0
-                    self.expire_leases()
+                    self._expire(entry)
             elif kind == "X":
                 self.purge()
         self.counters = Counters()

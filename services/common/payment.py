@@ -22,6 +22,14 @@ MAX_AMOUNT_CENTS = 10**11
 class InvalidPayment(ValueError):
     """The request body is not a valid payment slip; the message says why."""
 
+    status = 422
+
+
+class MalformedBody(InvalidPayment):
+    """The body is not a JSON object at all."""
+
+    status = 400
+
 
 @dataclass(frozen=True, slots=True)
 class PaymentSlip:
@@ -33,9 +41,9 @@ def parse_slip(body: bytes) -> PaymentSlip:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidPayment("body is not valid JSON") from exc
+        raise MalformedBody("body is not valid JSON") from exc
     if not isinstance(data, dict):
-        raise InvalidPayment("body must be a JSON object")
+        raise MalformedBody("body must be a JSON object")
     return PaymentSlip(
         correlation_id=_correlation_id(data.get("correlationId")),
         amount_cents=amount_to_cents(data.get("amount")),
@@ -87,6 +95,3 @@ def amount_to_cents(value: object) -> int:
         raise InvalidPayment("amount must be at least 0.01")
     return cents
 
-
-def cents_to_amount(cents: int) -> float:
-    return cents / 100

@@ -27,7 +27,6 @@ class Counters:
     retries: int = 0
     unknown_outcomes: int = 0
     unknown_settled: int = 0
-    duplicates_settled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +109,6 @@ class PaymentJob:
         elif outcome is Outcome.DUPLICATE:
             # The processor already holds it (an earlier attempt landed): record
             # it as the processor has it, once.
-            ctx.counters.duplicates_settled += 1
             self._retry((processor,), 0.0)
         elif outcome is Outcome.FAILED:
             ctx.router.outcome(processor, ok=False)

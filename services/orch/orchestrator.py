@@ -56,6 +56,7 @@ class Orchestrator:
         self._done = 0
         self._failed = 0
         self._timed_out = 0
+        self._slot_freed = asyncio.Event()
 
     def start(self) -> None:
         if not self._workers:
@@ -70,7 +71,8 @@ class Orchestrator:
 
     async def wait_for_free_slot(self) -> None:
         while self.free_slots() == 0:
-            await asyncio.sleep(0.002)
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
 
     async def drain(self) -> None:
         """Wait until every submitted job has finished."""
@@ -96,6 +98,7 @@ class Orchestrator:
             finally:
                 self._running -= 1
                 self._inbox.task_done()
+                self._slot_freed.set()
 
     async def _run_one(self, job: Job) -> None:
         try:

@@ -19,14 +19,12 @@ def iso(moment: datetime) -> str:
 
 
 def processed(backend: Backend) -> int:
-    summary = backend.summary()
-    return summary["default"]["totalRequests"] + summary["fallback"]["totalRequests"]
+    return backend.processed()
 
 
 def wait_processed(backend: Backend, count: int, timeout: float = 30) -> None:
-    wait_for(lambda: processed(backend) >= count, timeout, f"{count} payments processed")
-    wait_for(lambda: (q := backend.stats()["queue"])["pending"] + q["delayed"] + q["inFlight"] == 0,
-             timeout, "an empty queue")
+    wait_for(lambda: backend.processed() >= count, timeout, f"{count} payments processed")
+    wait_for(lambda: backend.backlog() == 0, timeout, "an empty queue")
 
 
 def assert_consistent(backend: Backend, processors: Processors, windows: list[dict[str, str]]) -> None:
