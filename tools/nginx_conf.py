@@ -36,8 +36,7 @@ def render(run_dir: Path, *, listen_port: int = 9999, error_log: str | None = No
     return text
 
 
-FLOOR_LOCATIONS = """location = /payments { return 202; }
-        location = /payments-summary {
+FLOOR_LOCATIONS = """location = /payments-summary {
             default_type application/json;
             return 200 '{"default":{"totalRequests":0,"totalAmount":0},"fallback":{"totalRequests":0,"totalAmount":0}}';
         }
@@ -49,7 +48,8 @@ FLOOR_LOCATIONS = """location = /payments { return 202; }
 def render_floor(run_dir: Path, *, listen_port: int = 9999) -> str:
     """The same nginx, answering alone with static responses: the floor that
     k6, the stand-ins and the machine put under any p99 we can measure."""
-    return _replace(render(run_dir, listen_port=listen_port), "location / {", FLOOR_LOCATIONS)
+    text = _replace(render(run_dir, listen_port=listen_port), "location / {", FLOOR_LOCATIONS)
+    return _replace(text, "proxy_pass http://payments;", "return 202;")
 
 
 def write(run_dir: Path, *, floor: bool = False, **kwargs: object) -> Path:

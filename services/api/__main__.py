@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from services.api.handlers import Api, ApiOptions
+from services.api.lane import PaymentsLane
 from services.api.shipper import Shipper
 from services.api.spool import Spool
 from services.common import logs, runtime
@@ -22,6 +23,7 @@ from services.common.rpc_client import cache_channel, cache_stub
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
     listen: str
+    payments_listen: str
     spool_dir: Path
     cache_address: str
     ack_mode: str
@@ -34,10 +36,12 @@ class ApiSettings:
     @classmethod
     def from_env(cls) -> ApiSettings:
         listen = env_str("API_LISTEN", "unix:/run/rinha/api1.sock")
-        if not listen.startswith("unix:") and ":" not in listen:
-            raise ConfigError(f"API_LISTEN={listen!r} must be unix:/path or host:port")
+        _check_listen("API_LISTEN", listen)
+        payments_listen = env_str("API_PAYMENTS_LISTEN", default_payments_listen(listen))
+        _check_listen("API_PAYMENTS_LISTEN", payments_listen)
         return cls(
             listen=listen,
+            payments_listen=payments_listen,
             spool_dir=Path(env_str("API_SPOOL_DIR", "/var/lib/rinha/spool")),
             cache_address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
             ack_mode=env_choice("API_ACK_MODE", "spool", ("spool", "cache")),
@@ -45,16 +49,48 @@ class ApiSettings:
             rpc_timeout_ms=env_int("API_RPC_TIMEOUT_MS", 3_000, minimum=10, maximum=60_000),
             max_backlog=env_int("API_MAX_BACKLOG", 100_000, minimum=1),
             ship_batch=env_int("API_SHIP_BATCH", 500, minimum=1, maximum=10_000),
-            ship_linger_ms=env_int("API_SHIP_LINGER_MS", 2, minimum=0, maximum=1_000),
+            ship_linger_ms=env_int("API_SHIP_LINGER_MS", 25, minimum=0, maximum=1_000),
         )
+
+
+def _check_listen(name: str, listen: str) -> None:
+    if listen.startswith("unix:"):
+        return
+    _, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{name}={listen!r} must be unix:/path or host:port")
+
+
+def default_payments_listen(listen: str) -> str:
+    """The payments lane's default address: api1.sock -> api1-payments.sock, port -> port + 1."""
+    if listen.startswith("unix:"):
+        path = listen.removesuffix(".sock")
+        return f"{path}-payments.sock"
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + 1}"
+
+
+def _unlink_stale(listen: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(listen.removeprefix("unix:"))
+
+
+async def _lane_server(api: Api, listen: str) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    if listen.startswith("unix:"):
+        _unlink_stale(listen)
+        server = await loop.create_unix_server(lambda: PaymentsLane(api), listen.removeprefix("unix:"))
+        os.chmod(listen.removeprefix("unix:"), 0o666)
+        return server
+    host, _, port = listen.rpartition(":")
+    return await loop.create_server(lambda: PaymentsLane(api), host or "0.0.0.0", int(port),
+                                    reuse_address=True)
 
 
 def _site(runner: web.BaseRunner, listen: str) -> web.BaseSite:
     if listen.startswith("unix:"):
-        path = listen.removeprefix("unix:")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return web.UnixSite(runner, path)
+        _unlink_stale(listen)
+        return web.UnixSite(runner, listen.removeprefix("unix:"))
     host, _, port = listen.rpartition(":")
     return web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True)
 
@@ -72,6 +108,7 @@ async def serve(settings: ApiSettings) -> None:
                          instance=settings.listen),
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
+    lane = await _lane_server(api, settings.payments_listen)  # up before the main socket appears
     runner = web.ServerRunner(web.Server(api.handle, access_log=None), handle_signals=False)
     await runner.setup()
     site = _site(runner, settings.listen)
@@ -79,7 +116,8 @@ async def serve(settings: ApiSettings) -> None:
     if settings.listen.startswith("unix:"):
         os.chmod(settings.listen.removeprefix("unix:"), 0o666)
     runtime.settle_after_startup()
-    log.info("listening", extra=logs.fields(listen=settings.listen, replayed=spool.replayed,
+    log.info("listening", extra=logs.fields(listen=settings.listen,
+                                            payments_listen=settings.payments_listen, replayed=spool.replayed,
                                             ack_mode=settings.ack_mode))
 
     stop = asyncio.Event()
@@ -87,6 +125,7 @@ async def serve(settings: ApiSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    lane.close()
     await runner.cleanup()  # stop taking requests first, then drain the spool
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(3):

@@ -45,6 +45,16 @@ def _totals_json(totals: pb.ProcessorTotals) -> dict[str, float | int]:
             "totalAmount": totals.total_amount_cents / 100}
 
 
+class Refused(Exception):
+    """A payment not accepted: the HTTP status and message to answer with."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
 @dataclass(frozen=True, slots=True)
 class ApiOptions:
     ack_mode: str  # "spool": 202 once spooled; "cache": 202 once the cache acknowledged
@@ -90,30 +100,53 @@ class Api:
             log.warning("cache call failed", extra=logs.fields(code=str(exc.code())))
             return error(503, "the cache is unavailable, try again", **{"Retry-After": "1"})
 
-    async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
-        if (request.content_length or 0) > MAX_BODY_BYTES:
+    def admit(self, body: bytes) -> int:
+        """Validate and spool one payment; its spool seq, or ``Refused``.
+
+        The one admission path: aiohttp's handler and the payments lane both
+        call it, so they cannot disagree on what is accepted."""
+        if len(body) > MAX_BODY_BYTES:
             self.rejected += 1
-            return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        body = await request.read()
+            raise Refused(413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
             slip = parse_slip(body)
         except InvalidPayment as exc:
             self.rejected += 1
-            return error(exc.status, str(exc))
+            raise Refused(exc.status, str(exc)) from None
         try:
             seq = self.spool.append(slip.correlation_id, slip.amount_cents, self.shipper.cache_backlog)
         except SpoolFull:
             self.refused += 1
-            return error(503, "too many payments waiting, try again later", **{"Retry-After": "1"})
+            raise Refused(503, "too many payments waiting, try again later",
+                          {"Retry-After": "1"}) from None
         self.accepted += 1
-        if self.options.ack_mode == "cache":
-            # The payment is already durable in the spool; waiting only makes it
-            # visible to every instance before answering. On timeout it is still
-            # delivered, so the answer stays 202.
-            try:
-                await asyncio.wait_for(self.shipper.wait_acked(seq), self.options.ack_timeout_seconds)
-            except TimeoutError:
-                pass
+        return seq
+
+    @property
+    def waits_for_cache(self) -> bool:
+        return self.options.ack_mode == "cache"
+
+    async def acknowledged(self, seq: int) -> None:
+        """In "cache" ack mode, wait until the cache holds ``seq`` (or the timeout).
+
+        The payment is already durable in the spool; waiting only makes it
+        visible to every instance before answering. On timeout it is still
+        delivered, so the answer stays 202."""
+        try:
+            await asyncio.wait_for(self.shipper.wait_acked(seq), self.options.ack_timeout_seconds)
+        except TimeoutError:
+            pass
+
+    async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            self.rejected += 1
+            return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            seq = self.admit(await request.read())
+        except Refused as exc:
+            return error(exc.status, exc.message, **exc.headers)
+        if self.waits_for_cache:
+            await self.acknowledged(seq)
         return web.Response(status=202)
 
     async def get_summary(self, request: web.BaseRequest) -> web.StreamResponse:

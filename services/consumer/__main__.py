@@ -32,6 +32,7 @@ class ConsumerSettings:
     timeouts: Timeouts
     batch_size: int
     poll_wait_ms: int
+    dequeue_linger_ms: int
     flush_ms: int
     health_interval_seconds: float
     probe_interval_ms: int
@@ -61,7 +62,8 @@ class ConsumerSettings:
             timeouts=timeouts,
             batch_size=env_int("CONSUMER_BATCH", 30, minimum=1, maximum=1_000),
             poll_wait_ms=env_int("CONSUMER_POLL_WAIT_MS", 500, minimum=0, maximum=5_000),
-            flush_ms=env_int("CONSUMER_FLUSH_MS", 5, minimum=0, maximum=1_000),
+            dequeue_linger_ms=env_int("CONSUMER_DEQUEUE_LINGER_MS", 25, minimum=0, maximum=1_000),
+            flush_ms=env_int("CONSUMER_FLUSH_MS", 25, minimum=0, maximum=1_000),
             health_interval_seconds=env_float("HEALTH_POLL_INTERVAL_S", 5.05, minimum=5.0),
             probe_interval_ms=env_int("CONSUMER_PROBE_INTERVAL_MS", 100, minimum=1),
             settle_margin_ms=env_int("CONSUMER_SETTLE_MARGIN_MS", 1_000, minimum=0),
@@ -82,7 +84,8 @@ async def serve(settings: ConsumerSettings) -> None:
                      RetryPolicy(settle_margin_seconds=settings.settle_margin_ms / 1000))
     orchestrator = Orchestrator(settings.limits)
     consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
-                        poll_wait_ms=settings.poll_wait_ms)
+                        poll_wait_ms=settings.poll_wait_ms,
+                        linger_seconds=settings.dequeue_linger_ms / 1000)
     background = [asyncio.create_task(reporter.run()),
                   asyncio.create_task(consumer.publish_stats_forever())]
     background += [asyncio.create_task(poll_health(client, router, name,

@@ -24,12 +24,14 @@ log = logging.getLogger("consumer")
 
 class Consumer:
     def __init__(self, stub: pipeline_pb2_grpc.CacheStub, orchestrator: Orchestrator,
-                 ctx: JobContext, *, batch_size: int, poll_wait_ms: int) -> None:
+                 ctx: JobContext, *, batch_size: int, poll_wait_ms: int,
+                 linger_seconds: float = 0.0) -> None:
         self.stub = stub
         self.orch = orchestrator
         self.ctx = ctx
         self.batch_size = batch_size
         self.poll_wait_ms = poll_wait_ms
+        self.linger_seconds = linger_seconds
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -62,6 +64,10 @@ class Consumer:
             router.release(permits - len(reply.payments))
             for payment in reply.payments:
                 await self.orch.submit(PaymentJob(payment, self.ctx))
+            if len(reply.payments) < permits and self.linger_seconds:
+                # A short batch means the queue is nearly empty: let it fill a
+                # little, so each RPC carries several payments, not one.
+                await asyncio.sleep(self.linger_seconds)
 
     def stats(self) -> pb.ConsumerStats:
         pool = self.orch.stats()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.api.__main__ import default_payments_listen
 from tools.cgroups import compose_limits, parse_memory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +47,11 @@ def test_two_api_instances_behind_nginx(compose: dict) -> None:
     apis = [s for s in compose["services"].values() if "services.api" in " ".join(s.get("command", []))]
     assert len(apis) >= 2
     nginx = (REPO / "nginx.conf").read_text()
-    assert nginx.count("server unix:/run/rinha/api") == 2
+    assert nginx.count("server unix:/run/rinha/api") == 2 * len(apis)  # each: lane + aiohttp
+    for api in apis:
+        listen = api["environment"]["API_LISTEN"]
+        assert f"server {listen} " in nginx
+        assert f"server {default_payments_listen(listen)} " in nginx
     assert "access_log off" in nginx and "keepalive 256" in nginx
 
 

@@ -1,0 +1,180 @@
+"""The payments lane as a protocol: bytes from nginx in, HTTP answers out.
+
+A recording transport stands in for the socket; the Api, its admission rules
+and the spool are the real ones (the cache is never reached: nothing ships).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.api.handlers import Api, ApiOptions
+from services.api.lane import PaymentsLane
+from services.api.shipper import Shipper
+from services.api.spool import Spool
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "wrote to a closed connection"
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def make_api(tmp_path: Path, max_backlog: int = 1000) -> Api:
+    spool = Spool(tmp_path, max_pending=max_backlog)
+    shipper = Shipper(spool, None, batch_max=10, linger_seconds=0)  # type: ignore[arg-type]
+    options = ApiOptions(ack_mode="spool", ack_timeout_seconds=1, rpc_timeout_seconds=1, instance="test")
+    return Api(options, spool, shipper, None)  # type: ignore[arg-type]
+
+
+def connect(api: Api) -> tuple[PaymentsLane, RecordingTransport]:
+    lane, transport = PaymentsLane(api), RecordingTransport()
+    lane.connection_made(transport)
+    return lane, transport
+
+
+def post(body: bytes, *, path: bytes = b"/payments", method: bytes = b"POST",
+         version: bytes = b"HTTP/1.1", extra: bytes = b"") -> bytes:
+    return (method + b" " + path + b" " + version + b"\r\nHost: payments\r\n"
+            b"Content-Type: application/json\r\n" + extra
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def slip(correlation_id: str | None = None, amount: float = 19.9) -> bytes:
+    return orjson.dumps({"correlationId": correlation_id or str(uuid.uuid4()), "amount": amount})
+
+
+def answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a byte stream of HTTP responses into (status, headers, body)."""
+    found = []
+    rest = bytes(raw)
+    while rest:
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        found.append((int(lines[0].split(" ")[1]), headers, rest[:length]))
+        rest = rest[length:]
+    return found
+
+
+def test_a_valid_payment_is_spooled_and_accepted(tmp_path: Path) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    correlation_id = str(uuid.uuid4())
+    lane.data_received(post(slip(correlation_id)))
+    assert answers(transport.out) == [(202, {"content-length": "0"}, b"")]
+    assert api.spool.holds(correlation_id) and api.accepted == 1
+    assert not transport.closed
+
+
+def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path: Path) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    stream = post(slip()) + post(b"{not json") + post(slip())
+    for i in range(len(stream)):
+        lane.data_received(stream[i:i + 1])
+    lane.data_received(post(slip()) + post(slip()))
+    assert [status for status, _, _ in answers(transport.out)] == [202, 400, 202, 202, 202]
+    assert api.accepted == 4 and api.spool.pending == 4
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    (b"{not json", 400, "body is not valid JSON"),
+    (b"[]", 400, "body must be a JSON object"),
+    (orjson.dumps({"amount": 1}), 422, "correlationId is required"),
+    (orjson.dumps({"correlationId": "nope", "amount": 1}), 422, "correlationId must be a UUID"),
+    (slip(amount=0), 422, "amount must be greater than zero"),
+    (slip(amount=1.005), 422, "amount must have at most 2 decimal places"),
+])
+def test_bad_slips_get_a_json_error_and_keep_the_connection(tmp_path: Path, body: bytes,
+                                                            status: int, message: str) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    lane.data_received(post(body))
+    [(got, headers, payload)] = answers(transport.out)
+    assert (got, orjson.loads(payload)) == (status, {"error": message})
+    assert headers["content-type"] == "application/json"
+    assert api.spool.pending == 0 and api.rejected == 1 and not transport.closed
+
+
+def test_other_methods_and_paths_are_refused_in_json(tmp_path: Path) -> None:
+    lane, transport = connect(make_api(tmp_path))
+    lane.data_received(post(b"", method=b"GET") + post(slip(), path=b"/elsewhere"))
+    (status, headers, body), (status2, _, body2) = answers(transport.out)
+    assert (status, headers["allow"], orjson.loads(body)) == (405, "POST", {"error": "GET is not allowed here"})
+    assert (status2, orjson.loads(body2)) == (404, {"error": "no such endpoint: /elsewhere"})
+
+
+def test_a_query_string_does_not_change_the_endpoint(tmp_path: Path) -> None:
+    lane, transport = connect(make_api(tmp_path))
+    lane.data_received(post(slip(), path=b"/payments?x=1"))
+    assert answers(transport.out)[0][0] == 202
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (post(b"x" * 20_000), 413),
+    (b"POST /payments HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411),
+    (b"POST /payments HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
+    (b"POST /payments\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nX: " + b"y" * 9_000, 431),
+])
+def test_unframeable_requests_are_answered_then_closed(tmp_path: Path, request_bytes: bytes,
+                                                       status: int) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    lane.data_received(request_bytes)
+    [(got, headers, body)] = answers(transport.out)
+    assert got == status and "error" in orjson.loads(body)
+    assert headers["connection"] == "close" and transport.closed
+    assert api.spool.pending == 0
+    lane.data_received(post(slip()))  # late bytes on a closed connection are ignored
+    assert api.spool.pending == 0
+
+
+def test_http_1_0_and_connection_close_end_the_connection(tmp_path: Path) -> None:
+    for kind in ({"version": b"HTTP/1.0"}, {"extra": b"Connection: close\r\n"}):
+        lane, transport = connect(make_api(tmp_path / str(len(kind))))
+        lane.data_received(post(slip(), **kind))  # type: ignore[arg-type]
+        [(status, headers, _)] = answers(transport.out)
+        assert (status, headers["connection"], transport.closed) == (202, "close", True)
+
+
+def test_a_full_backlog_answers_503_with_retry_after(tmp_path: Path) -> None:
+    api = make_api(tmp_path, max_backlog=1)
+    lane, transport = connect(api)
+    lane.data_received(post(slip()) + post(slip()))
+    (first, _, _), (second, headers, body) = answers(transport.out)
+    assert (first, second, headers["retry-after"]) == (202, 503, "1")
+    assert api.spool.pending == 1 and api.refused == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_arbitrary_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory,
+                                     chunks: list[bytes]) -> None:
+    api = make_api(tmp_path_factory.mktemp("lane"))
+    lane, transport = connect(api)
+    for chunk in [b"POST /payments HTTP/1.1\r\n", *chunks]:
+        lane.data_received(chunk)
+    for status, headers, body in answers(transport.out):
+        assert status == 202 or "error" in orjson.loads(body)
