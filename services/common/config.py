@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -66,9 +67,15 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 def env_url(name: str, default: str) -> str:
+    """A plain ``http://host[:port]`` URL (the processors speak no TLS)."""
     value = env_str(name, default).rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{name}={value!r} must be an http:// or https:// URL")
+    parts = urlsplit(value)
+    if parts.scheme != "http" or not parts.hostname or parts.path:
+        raise ConfigError(f"{name}={value!r} must be an http://host[:port] URL")
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} has an invalid port") from None
     return value
 
 

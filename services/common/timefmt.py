@@ -7,6 +7,7 @@ microseconds for query bounds) and never round-trip through floats.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import datetime, timezone
@@ -29,7 +30,13 @@ def now_ms() -> int:
 def format_ms(epoch_ms: int) -> str:
     """``2025-07-10T12:34:56.789Z``: millisecond precision, always with ``Z``."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _second(epoch_seconds: int) -> str:
+    """Formatting the date is most of the cost; a burst of payments shares the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_seconds))
 
 
 def parse_iso_us(text: str, *, round_up: bool = False) -> int:

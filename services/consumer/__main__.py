@@ -76,7 +76,6 @@ async def serve(settings: ConsumerSettings) -> None:
     stub = cache_stub(channel)
     client = ProcessorClient(settings.processor_urls, settings.timeouts,
                              max_connections=settings.limits.workers + 8)
-    await client.start()
     router = Router(settings.routing, {name: ProcessorState(name) for name in PROCESSORS},
                     probe_interval_seconds=settings.probe_interval_ms / 1000)
     reporter = Reporter(stub, flush_seconds=settings.flush_ms / 1000)

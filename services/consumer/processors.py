@@ -11,10 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
 from services.common.timefmt import InvalidTimestamp, parse_iso_ms
+from services.consumer.http import AnswerLost, ConnectFailed, HttpError, Origin, PoolLimits
 
 
 class Outcome(enum.Enum):
@@ -54,65 +54,43 @@ class ProcessorClient:
     def __init__(self, urls: dict[str, str], timeouts: Timeouts, max_connections: int) -> None:
         self.urls = urls
         self.timeouts = timeouts
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                         keepalive_timeout=30, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        limits = PoolLimits(max_idle=max_connections, connect_seconds=timeouts.connect_seconds)
+        self._origins = {name: Origin(url, limits) for name, url in urls.items()}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "ProcessorClient.start() was not awaited"
-        return self._session
-
-    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect_seconds)
+        for origin in self._origins.values():
+            origin.close()
 
     async def pay(self, processor: str, correlation_id: str, amount_cents: int,
                   requested_at: str) -> Outcome:
         body = orjson.dumps({"correlationId": correlation_id, "amount": amount_cents / 100,
                              "requestedAt": requested_at})
         try:
-            async with self.session.post(
-                    f"{self.urls[processor]}/payments", data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self._timeout(self.timeouts.payment_seconds)) as response:
-                await response.read()
-                status = response.status
-        except aiohttp.ClientConnectorError:
+            response = await self._origins[processor].request(
+                "POST", "/payments", body, timeout=self.timeouts.payment_seconds)
+        except ConnectFailed:
             return Outcome.FAILED  # never connected: nothing was sent
-        except aiohttp.ConnectionTimeoutError:
-            return Outcome.FAILED
-        except (TimeoutError, aiohttp.ClientError):
+        except AnswerLost:
             return Outcome.UNKNOWN
-        if 200 <= status < 300:
+        if 200 <= response.status < 300:
             return Outcome.OK
-        if status == 422:
+        if response.status == 422:
             return Outcome.DUPLICATE
         return Outcome.FAILED
 
     async def find(self, processor: str, correlation_id: str) -> Found | None:
         """The payment as ``processor`` stored it, or None if it does not have it."""
         try:
-            async with self.session.get(
-                    f"{self.urls[processor]}/payments/{correlation_id}",
-                    timeout=self._timeout(self.timeouts.lookup_seconds)) as response:
-                payload = await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            response = await self._origins[processor].request(
+                "GET", f"/payments/{correlation_id}", timeout=self.timeouts.lookup_seconds)
+        except HttpError as exc:
             raise LookupFailed(f"{processor}: {exc!r}") from exc
-        if status == 404:
+        if response.status == 404:
             return None
-        if status != 200:
-            raise LookupFailed(f"{processor} answered {status}")
+        if response.status != 200:
+            raise LookupFailed(f"{processor} answered {response.status}")
         try:
-            data = orjson.loads(payload)
+            data = orjson.loads(response.body)
             return Found(requested_at_ms=parse_iso_ms(data["requestedAt"]),
                          amount_cents=round(float(data["amount"]) * 100))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidTimestamp) as exc:
@@ -120,21 +98,18 @@ class ProcessorClient:
 
     async def health(self, processor: str) -> HealthReport:
         try:
-            async with self.session.get(
-                    f"{self.urls[processor]}/payments/service-health",
-                    timeout=self._timeout(self.timeouts.health_seconds)) as response:
-                payload = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After", "")
-        except (TimeoutError, aiohttp.ClientError):
+            response = await self._origins[processor].request(
+                "GET", "/payments/service-health", timeout=self.timeouts.health_seconds)
+        except HttpError:
             return HealthReport(status=0)
-        if status == 429:
+        if response.status == 429:
+            retry_after = response.headers.get(b"retry-after", b"").decode(errors="replace")
             seconds = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 5.0
             return HealthReport(status=429, retry_after_seconds=seconds)
-        if status != 200:
-            return HealthReport(status=status)
+        if response.status != 200:
+            return HealthReport(status=response.status)
         try:
-            data = orjson.loads(payload)
+            data = orjson.loads(response.body)
             return HealthReport(status=200, failing=bool(data["failing"]),
                                 min_response_time_ms=int(data["minResponseTime"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

@@ -23,6 +23,8 @@ def test_defaults_apply_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     (lambda: env_float("X", 1.0), "nan", "finite"),
     (lambda: env_choice("X", "a", ("a", "b")), "c", "one of: a, b"),
     (lambda: env_url("X", "http://x"), "ftp://x", "http"),
+    (lambda: env_url("X", "http://x"), "https://x:8080", "http://host"),
+    (lambda: env_url("X", "http://x"), "http://x:99999", "invalid port"),
 ])
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, reader, value: str, message: str) -> None:
     monkeypatch.setenv("X", value)
