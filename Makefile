@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= /tmp/rinha-run
 export RUN_DIR
 
-.PHONY: install run stop test unit integration bench chaos stubs up down clean
+.PHONY: install run stop test unit integration bench drain chaos stubs up down clean
 
 install: $(STAMP) nginx
 
@@ -41,6 +41,10 @@ integration: install
 
 bench: install
 	$(PY) -m loadtest.bench
+
+# The consumer draining a 10,000-payment backlog inside its compose limits.
+drain: install
+	$(PY) -m loadtest.drain
 
 # Kill and restart every service in turn under load, then check the invariants.
 chaos: install

@@ -53,6 +53,8 @@ class StackConfig:
     limits: dict[str, Limit] = field(default_factory=dict)
     # nginx alone with static answers (and the stand-ins): the latency floor.
     floor: bool = False
+    # Which of our services to start (the stand-ins start whenever they are used).
+    services: tuple[str, ...] = ("cache", "api1", "api2", "consumer", "nginx")
 
     @property
     def runs_standins(self) -> bool:
@@ -141,12 +143,11 @@ class Stack:
             if self.config.runs_standins:
                 self.start_standin("default", self.config.default_port, 0.05)
                 self.start_standin("fallback", self.config.fallback_port, 0.15)
-            if not self.config.floor:
-                self.start_service("cache")
-                self.start_service("api1")
-                self.start_service("api2")
-                self.start_service("consumer")
-            self.start_nginx()
+            for name in self.config.services:
+                if name == "nginx":
+                    self.start_nginx()
+                elif not self.config.floor:
+                    self.start_service(name)
         except BaseException:
             self.stop()
             raise
