@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from services.common.notls import skip_ca_bundle
+
+skip_ca_bundle()  # before aiohttp builds its TLS contexts at import
+
 import asyncio
 import contextlib
 import os
@@ -139,7 +143,7 @@ async def serve(settings: ApiSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(ApiSettings.from_env, "api")
-    runtime.run(serve(settings), default_loop="uvloop")
+    runtime.run(serve(settings), default_loop="uvloop", default_slice_us=100)
 
 
 if __name__ == "__main__":
