@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from services.common.notls import skip_ca_bundle
 
-skip_ca_bundle()  # before aiohttp builds its TLS contexts at import
+if __name__ == "__main__":  # run as the service, not imported (tests)
+    skip_ca_bundle()  # before aiohttp builds its TLS contexts at import
 
 import asyncio
 import contextlib

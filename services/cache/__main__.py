@@ -5,7 +5,8 @@ from __future__ import annotations
 from services.common.notls import keep_ssl_out
 
 LOOP = "uvloop"  # EVENT_LOOP=asyncio saves 5.5 MB of RSS here at a p99 cost (BENCHMARKS.md)
-keep_ssl_out(LOOP)  # before anything imports asyncio; a no-op on uvloop
+if __name__ == "__main__":  # run as the service, not imported (tests)
+    keep_ssl_out(LOOP)  # before anything imports asyncio; a no-op on uvloop
 
 import asyncio
 import contextlib

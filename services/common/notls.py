@@ -5,7 +5,9 @@ Every hop of the stack is plain gRPC over unix sockets or plain HTTP, yet
 ``import aiohttp`` builds two TLS client contexts loaded with the system's CA
 bundle. Together that is 5.5 MB of RSS in the cache and the consumer and 1.8 MB
 in each api (BENCHMARKS.md, "Where the RSS goes"). Both calls must run before
-the imports they affect, so each ``__main__`` makes them first.
+the imports they affect, so each ``__main__`` makes them first, and only when
+it runs as the service: they change the whole process, which in a test would
+be the test runner.
 """
 
 from __future__ import annotations
