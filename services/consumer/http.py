@@ -1,9 +1,9 @@
 """A small HTTP/1.1 client: keep-alive connections to one origin, explicit timeouts.
 
 The processors' API is three JSON endpoints on plain HTTP. For that, aiohttp's
-client cost the consumer about twice the CPU per call of this one and 18 MB of
-RSS for the import alone (BENCHMARKS.md, "processor client"); httpx measured
-slower still. What it must get right is the one thing the ledger depends on:
+client cost about twice the CPU per request of this one and the consumer 12 MB
+of RSS; httpx could not sustain 2,000 requests/s (BENCHMARKS.md, "The
+consumer's HTTP client"). What it must get right is the one thing the ledger depends on:
 telling "nothing was sent" (``ConnectFailed``) from "sent, answer unknown"
 (``AnswerLost``).
 """

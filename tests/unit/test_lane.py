@@ -38,10 +38,11 @@ class RecordingTransport(asyncio.Transport):
         return self.closed
 
 
-def make_api(tmp_path: Path, max_backlog: int = 1000) -> Api:
+def make_api(tmp_path: Path, max_backlog: int = 1000, ack_mode: str = "spool") -> Api:
     spool = Spool(tmp_path, max_pending=max_backlog)
     shipper = Shipper(spool, None, batch_max=10, linger_seconds=0)  # type: ignore[arg-type]
-    options = ApiOptions(ack_mode="spool", ack_timeout_seconds=1, rpc_timeout_seconds=1, instance="test")
+    options = ApiOptions(ack_mode=ack_mode, ack_timeout_seconds=0.05, rpc_timeout_seconds=1,
+                         instance="test")
     return Api(options, spool, shipper, None)  # type: ignore[arg-type]
 
 
@@ -178,3 +179,13 @@ def test_arbitrary_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory,
         lane.data_received(chunk)
     for status, headers, body in answers(transport.out):
         assert status == 202 or "error" in orjson.loads(body)
+
+
+@pytest.mark.asyncio
+async def test_cache_ack_mode_answers_in_order_once_acknowledged_or_timed_out(tmp_path: Path) -> None:
+    api = make_api(tmp_path, ack_mode="cache")  # nothing ships here: every wait times out
+    lane, transport = connect(api)
+    lane.data_received(post(slip()) + post(b"{bad"))
+    assert transport.out == b"" and api.spool.pending == 1  # spooled, answer held
+    await asyncio.sleep(0.2)
+    assert [status for status, _, _ in answers(transport.out)] == [202, 400]
