@@ -136,7 +136,19 @@ class Stack:
         return self.log_dir / f"{name}.log"
 
     # -- lifecycle ------------------------------------------------------------
+    def ports(self) -> list[int]:
+        """The TCP ports this stack will listen on."""
+        ports = [self.config.port] if "nginx" in self.config.services else []
+        if self.config.runs_standins:
+            ports += [self.config.default_port, self.config.fallback_port]
+        return ports
+
     def start(self) -> Stack:
+        # nginx and the stand-ins bind with SO_REUSEPORT: a second stack on the
+        # same ports would start without complaint and share the traffic.
+        taken = [port for port in self.ports() if port_open(port)]
+        if taken:
+            raise StackError(f"port(s) {', '.join(map(str, taken))} already in use: another stack is running")
         for directory in (self.run_dir, self.pid_dir, self.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
         try:
