@@ -26,10 +26,12 @@ def set_cpu_policy(name: str) -> None:
     waits for the running one's time slice. For work that can wait a few
     milliseconds (the consumer, the cache) so that it never delays the request
     path; its share of the CPU is unchanged. No privilege is needed to lower a
-    policy. Applied to every thread already running; later ones inherit it."""
+    policy. Applied to every thread already running; later ones inherit it.
+    Where a sandbox forbids the call (a strict seccomp profile) the service
+    runs under the default policy rather than not at all."""
     policy = POLICIES[name]
     for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.sched_setscheduler(int(task), policy, os.sched_param(0))
 
 
