@@ -144,8 +144,9 @@ class Stack:
         return ports
 
     def start(self) -> Stack:
-        # nginx and the stand-ins bind with SO_REUSEPORT: a second stack on the
-        # same ports would start without complaint and share the traffic.
+        # A second stack on the same ports would not fail: nginx binds with
+        # SO_REUSEPORT and shares the traffic, and a stand-in that cannot bind
+        # looks up because the other stack's stand-in answers on its port.
         taken = [port for port in self.ports() if port_open(port)]
         if taken:
             raise StackError(f"port(s) {', '.join(map(str, taken))} already in use: another stack is running")

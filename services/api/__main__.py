@@ -84,8 +84,9 @@ async def _lane_server(api: Api, listen: str) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     if listen.startswith("unix:"):
         _unlink_stale(listen)
-        server = await loop.create_unix_server(lambda: PaymentsLane(api), listen.removeprefix("unix:"))
-        os.chmod(listen.removeprefix("unix:"), 0o666)
+        path = listen.removeprefix("unix:")
+        server = await loop.create_unix_server(lambda: PaymentsLane(api), path)
+        os.chmod(path, 0o666)
         return server
     host, _, port = listen.rpartition(":")
     return await loop.create_server(lambda: PaymentsLane(api), host or "0.0.0.0", int(port),

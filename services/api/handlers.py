@@ -27,6 +27,7 @@ log = logging.getLogger("api")
 OPENAPI = Path(__file__).with_name("openapi.json")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 16 * 1024
+TOO_LARGE = f"body larger than {MAX_BODY_BYTES} bytes"
 JSON = "application/json"
 
 
@@ -107,7 +108,7 @@ class Api:
         call it, so they cannot disagree on what is accepted."""
         if len(body) > MAX_BODY_BYTES:
             self.rejected += 1
-            raise Refused(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            raise Refused(413, TOO_LARGE)
         try:
             slip = parse_slip(body)
         except InvalidPayment as exc:
@@ -140,7 +141,7 @@ class Api:
     async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_BODY_BYTES:
             self.rejected += 1
-            return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            return error(413, TOO_LARGE)
         try:
             seq = self.admit(await request.read())
         except Refused as exc:

@@ -23,7 +23,7 @@ from http import HTTPStatus
 
 import orjson
 
-from services.api.handlers import MAX_BODY_BYTES, Api, Refused
+from services.api.handlers import MAX_BODY_BYTES, TOO_LARGE, Api, Refused
 
 MAX_HEAD_BYTES = 8 * 1024
 ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
@@ -105,14 +105,14 @@ class PaymentsLane(asyncio.Protocol):
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > MAX_HEAD_BYTES:
-                    self._close_with(http_error(431, "request head too large", close=True))
+                    self._send(http_error(431, "request head too large", close=True), keep_alive=False)
                 return
             try:
                 method, path, length, keep_alive = _parse_head(bytes(buffer[:end]))
                 if length > MAX_BODY_BYTES:
-                    raise BadFraming(413, f"body larger than {MAX_BODY_BYTES} bytes")
+                    raise BadFraming(413, TOO_LARGE)
             except BadFraming as exc:
-                self._close_with(http_error(exc.status, str(exc), close=True))
+                self._send(http_error(exc.status, str(exc), close=True), keep_alive=False)
                 return
             start = end + 4
             if len(buffer) < start + length:
@@ -122,8 +122,6 @@ class PaymentsLane(asyncio.Protocol):
             self._answer(method, path, body, keep_alive)
 
     def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool) -> None:
-        transport = self._transport
-        assert transport is not None
         if path != b"/payments":
             answer = http_error(404, f"no such endpoint: {path.decode(errors='replace')}",
                                 close=not keep_alive)
@@ -142,26 +140,19 @@ class PaymentsLane(asyncio.Protocol):
                         self._answer_when_acknowledged(seq, keep_alive))
                     return
                 answer = ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE
-        transport.write(answer)
-        if not keep_alive:
-            transport.close()
-            self._transport = None
+        self._send(answer, keep_alive)
 
     async def _answer_when_acknowledged(self, seq: int, keep_alive: bool) -> None:
         await self.api.acknowledged(seq)
         self._waiting = False
+        if self._transport is not None:
+            self._send(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE, keep_alive)
+            self._serve_buffered()
+
+    def _send(self, answer: bytes, keep_alive: bool) -> None:
         transport = self._transport
-        if transport is None:
-            return
-        transport.write(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE)
+        assert transport is not None
+        transport.write(answer)
         if not keep_alive:
             transport.close()
             self._transport = None
-            return
-        self._serve_buffered()
-
-    def _close_with(self, answer: bytes) -> None:
-        assert self._transport is not None
-        self._transport.write(answer)
-        self._transport.close()
-        self._transport = None

@@ -3,9 +3,9 @@
 The processors' API is three JSON endpoints on plain HTTP. For that, aiohttp's
 client cost about twice the CPU per request of this one and the consumer 12 MB
 of RSS; httpx could not sustain 2,000 requests/s (BENCHMARKS.md, "The
-consumer's HTTP client"). What it must get right is the one thing the ledger depends on:
-telling "nothing was sent" (``ConnectFailed``) from "sent, answer unknown"
-(``AnswerLost``).
+consumer's HTTP client"). What it must get right is the one thing the ledger
+depends on: telling "nothing was sent" (``ConnectFailed``) from "sent, answer
+unknown" (``AnswerLost``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-MAX_HEAD_BYTES = 64 * 1024
 
 
 class HttpError(Exception):
@@ -84,11 +82,12 @@ class Origin:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 connection.writer.write(head + b"\r\n" + body)
                 response, keep_alive = await _read_response(connection.reader)
-        except BaseException as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError) as exc:
             connection.writer.close()  # its state is unknown: never reuse it
-            if isinstance(exc, (TimeoutError, OSError, asyncio.IncompleteReadError,
-                                asyncio.LimitOverrunError, ValueError)):
-                raise AnswerLost(f"{method} {self._prefix}{path}: {exc!r}") from exc
+            raise AnswerLost(f"{method} {self._prefix}{path}: {exc!r}") from exc
+        except BaseException:  # cancelled mid-request: the late answer must not reach the next one
+            connection.writer.close()
             raise
         if keep_alive and len(self._idle) < self.limits.max_idle:
             connection.idle_since = time.monotonic()
@@ -121,9 +120,7 @@ class Origin:
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
     """(response, whether the connection can be reused)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > MAX_HEAD_BYTES:
-        raise ValueError("response head too large")
+    head = await reader.readuntil(b"\r\n\r\n")  # the stream's 64 KiB limit bounds it
     lines = head[:-4].split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
     status = int(rest[:3])

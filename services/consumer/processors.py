@@ -52,7 +52,6 @@ class LookupFailed(Exception):
 
 class ProcessorClient:
     def __init__(self, urls: dict[str, str], timeouts: Timeouts, max_connections: int) -> None:
-        self.urls = urls
         self.timeouts = timeouts
         limits = PoolLimits(max_idle=max_connections, connect_seconds=timeouts.connect_seconds)
         self._origins = {name: Origin(url, limits) for name, url in urls.items()}
