@@ -40,13 +40,16 @@ def k6_binary() -> str:
 
 
 def peak_rss_bytes(pid: int) -> int:
+    """Peak RSS (VmHWM) of a process plus its children's (nginx's workers)."""
+    total = 0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+                total += int(line.split()[1]) * 1024
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        pass
-    return 0
+        return total
+    return total + sum(peak_rss_bytes(int(child)) for child in children)
 
 
 def run_once(args: argparse.Namespace, stamp: str) -> dict:

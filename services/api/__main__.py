@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.common.notls import skip_ca_bundle
+from services.common.notls import keep_tls_out
 
 if __name__ == "__main__":  # run as the service, not imported (tests)
-    skip_ca_bundle()  # before aiohttp builds its TLS contexts at import
+    keep_tls_out()  # before anything imports asyncio or aiohttp
 
 import asyncio
 import contextlib

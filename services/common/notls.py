@@ -1,30 +1,68 @@
-"""Keep TLS machinery out of processes that never speak TLS.
+"""Keep OpenSSL out of processes that never speak TLS.
 
 Every hop of the stack is plain gRPC over unix sockets or plain HTTP, yet
-``import asyncio`` loads ``ssl`` (OpenSSL's libssl and libcrypto), and
-``import aiohttp`` builds two TLS client contexts loaded with the system's CA
-bundle. Together that is 5.5 MB of RSS in the cache and the consumer and 1.8 MB
-in each api (BENCHMARKS.md, "Where the RSS goes"). Both calls must run before
-the imports they affect, so each ``__main__`` makes them first, and only when
-it runs as the service: they change the whole process, which in a test would
-be the test runner.
+``import asyncio`` and ``import uvloop`` load ``ssl``, and ``import aiohttp``
+loads ``hashlib``: both map OpenSSL's libcrypto (and ``ssl`` libssl too). That
+is 5 to 7 MB of RSS in every service, about 24 MB across the stack
+(BENCHMARKS.md, "Where the RSS goes").
+
+``keep_tls_out`` must run before anything imports asyncio, so each
+``__main__`` calls it first, and only when it runs as the service: it changes
+the whole process, which in a test would be the test runner.
 """
 
 from __future__ import annotations
 
-import os
 import sys
+import types
+
+# Modules whose import maps libcrypto. Without them asyncio runs with no TLS
+# support, aiohttp disables its TLS client, and hashlib falls back to
+# CPython's built-in digests.
+_OPENSSL_MODULES = ("ssl", "_ssl", "_hashlib")
 
 
-def keep_ssl_out(default_loop: str) -> None:
-    """Make ``import ssl`` fail in this process (asyncio then runs without TLS
-    support; anything that later needs TLS fails loudly with ImportError).
-    uvloop cannot run without ssl, so this stands down when the loop is uvloop."""
-    if (os.environ.get("EVENT_LOOP", "").strip() or default_loop) == "asyncio":
-        sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+class _Unavailable(OSError):
+    """Stands for every class uvloop binds from ``ssl``; nothing is ever one."""
 
 
-def skip_ca_bundle() -> None:
-    """TLS contexts created from now on load no CA certificates (OpenSSL reads
-    ``SSL_CERT_FILE`` when a context loads its defaults)."""
-    os.environ["SSL_CERT_FILE"] = os.devnull  # this process makes no TLS calls
+def _unavailable(*args: object, **kwargs: object) -> None:
+    raise ImportError("TLS is kept out of this process (services/common/notls.py)")
+
+
+class _InertSsl(types.ModuleType):
+    """What uvloop sees as ``ssl`` while it is imported.
+
+    uvloop binds about ten names from ``ssl`` when its module initialises
+    (``SSLContext``, ``MemoryBIO``, the ``SSL_ERROR_*`` numbers...) and uses
+    them only on a TLS transport. Here classes are an exception type no object
+    is an instance of, functions raise, constants are -1: any TLS use fails
+    loudly, and plain sockets never touch them."""
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name.isupper():
+            return -1
+        if name[0].isupper():
+            return _Unavailable
+        return _unavailable
+
+
+def keep_tls_out() -> None:
+    """Make ``import ssl`` (and OpenSSL-backed ``hashlib``) fail in this
+    process, after letting uvloop import against an inert ``ssl``."""
+    loaded = [name for name in _OPENSSL_MODULES if sys.modules.get(name) is not None]
+    if loaded:
+        raise RuntimeError(f"keep_tls_out() must run before {', '.join(loaded)} is imported")
+    for name in _OPENSSL_MODULES:
+        sys.modules[name] = None  # type: ignore[assignment]  # import now raises ImportError
+    import asyncio  # noqa: F401  (sees no ssl: TLS support off)
+
+    sys.modules["ssl"] = _InertSsl("ssl")
+    try:
+        import uvloop  # noqa: F401  (binds its ssl names now, from the inert module)
+    except ImportError:
+        pass  # asyncio's loop only
+    finally:
+        sys.modules["ssl"] = None  # type: ignore[assignment]

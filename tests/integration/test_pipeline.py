@@ -179,6 +179,15 @@ def test_stats_and_health_report_the_pipeline(backend: Backend) -> None:
     assert set(stats["processed"]) == {"default", "fallback"}
 
 
+def test_no_service_maps_openssl(stack: Stack, backend: Backend) -> None:
+    """Every service runs with TLS kept out (services/common/notls.py): no
+    libcrypto or libssl in its memory, after it has served requests."""
+    assert backend.http.get("/payments-summary").status_code == 200
+    for name in ("api1", "api2", "cache", "consumer"):
+        maps = open(f"/proc/{stack.procs[name].pid}/maps").read()
+        assert "libcrypto" not in maps and "libssl" not in maps, name
+
+
 def test_oversized_bodies_are_cut_off_by_nginx_with_json(backend: Backend) -> None:
     body = b'{"correlationId": "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "amount": 1, "pad": "' + b"x" * 20_000 + b'"}'
     response = backend.http.post("/payments", content=body, headers={"Content-Type": "application/json"})

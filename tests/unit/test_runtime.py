@@ -46,27 +46,60 @@ def test_a_short_slice_is_granted_or_declined_cleanly() -> None:
     assert run_python("from services.common import runtime; print(runtime.set_cpu_slice(0))") == "False"
 
 
-def test_keep_ssl_out_only_without_uvloop() -> None:
-    code = """
-        from services.common.notls import keep_ssl_out
-        keep_ssl_out("asyncio")
-        import asyncio
+def test_keep_tls_out_maps_no_openssl_and_uvloop_still_serves() -> None:
+    out = run_python("""
+        from services.common.notls import keep_tls_out
+        keep_tls_out()
+        import asyncio, hashlib, os, tempfile
+        import grpc.aio, uvloop
+        from aiohttp import web
         try:
             import ssl
         except ImportError:
             print("no ssl")
-        else:
-            print("ssl")
-    """
-    assert run_python(code) == "no ssl"
-    assert run_python(code, EVENT_LOOP="uvloop") == "ssl"
+        print(hashlib.sha256(b"x").hexdigest()[:8])
 
-
-def test_skip_ca_bundle_leaves_tls_contexts_empty() -> None:
-    out = run_python("""
-        from services.common.notls import skip_ca_bundle
-        skip_ca_bundle()
-        import ssl
-        print(ssl.create_default_context().cert_store_stats()["x509_ca"])
+        async def echo() -> bytes:
+            path = os.path.join(tempfile.mkdtemp(), "s.sock")
+            class Echo(asyncio.Protocol):
+                def connection_made(self, transport): self.transport = transport
+                def data_received(self, data): self.transport.write(data)
+            server = await asyncio.get_running_loop().create_unix_server(Echo, path)
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"ping")
+            answer = await reader.readexactly(4)
+            writer.close()
+            server.close()
+            return answer
+        print(uvloop.run(echo()))
+        print([line for line in open("/proc/self/maps") if "libcrypto" in line or "libssl" in line])
     """)
-    assert out == "0"
+    assert out.splitlines() == ["no ssl", "2d711642", "b'ping'", "[]"]
+
+
+def test_tls_fails_loudly_where_it_is_kept_out() -> None:
+    out = run_python("""
+        from services.common.notls import keep_tls_out
+        keep_tls_out()
+        import uvloop
+        async def dial():
+            try:
+                await asyncio.get_running_loop().create_connection(asyncio.Protocol, "127.0.0.1", 9, ssl=True)
+            except Exception as exc:
+                print(type(exc).__name__)
+        import asyncio
+        uvloop.run(dial())
+    """)
+    assert out == "ImportError"
+
+
+def test_keep_tls_out_refuses_to_run_too_late() -> None:
+    out = run_python("""
+        import ssl
+        from services.common.notls import keep_tls_out
+        try:
+            keep_tls_out()
+        except RuntimeError as exc:
+            print(exc)
+    """)
+    assert "before ssl" in out
