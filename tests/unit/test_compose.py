@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from services.api.__main__ import default_payments_listen
-from tools.cgroups import compose_limits, parse_memory
+from tools.cgroups import Cgroup, Limit, compose_limits, parse_cpuset, parse_memory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,34 @@ def test_memory_units_follow_docker() -> None:
     assert parse_memory("1g") == 1024**3
     with pytest.raises(ValueError):
         parse_memory("lots")
+
+
+def test_cpusets_follow_docker() -> None:
+    assert parse_cpuset("0") == {0}
+    assert parse_cpuset("0,2") == {0, 2}
+    assert parse_cpuset("1-3") == {1, 2, 3}
+    for bad in ("", "a", "1-x", "-1"):
+        with pytest.raises(ValueError):
+            parse_cpuset(bad)
+
+
+def test_a_cpuset_becomes_the_affinity_of_what_runs_in_the_cgroup(tmp_path: Path) -> None:
+    """The bench applies compose's cpuset as CPU affinity (Cgroup.enter, as a
+    Popen preexec_fn); shown here without touching /sys (the cgroup writes are
+    redirected to a temporary directory)."""
+    import os
+    import subprocess
+    import sys
+
+    cgroup = Cgroup("t", Limit(0.5, 1 << 20, cpuset=frozenset({0})))
+    cgroup.dirs = {name: tmp_path / name for name in cgroup.dirs}
+    for directory in cgroup.dirs.values():
+        directory.mkdir()
+    out = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                         preexec_fn=cgroup.enter, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[0]"
+    assert (tmp_path / "cpu" / "cgroup.procs").read_text().isdigit()
+    assert os.sched_getaffinity(0) != {0} or os.cpu_count() == 1  # the parent is untouched
 
 
 def test_only_nginx_publishes_and_only_9999(compose: dict) -> None:
