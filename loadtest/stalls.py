@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, default=0.99)
     parser.add_argument("--gap-ms", type=float, default=50)
     args = parser.parse_args()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
     requests = read_requests(args.k6_json)
     if not requests:
         raise SystemExit(f"no http_req_duration points of {SCENARIOS} in {args.k6_json}")
