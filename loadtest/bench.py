@@ -39,17 +39,26 @@ def k6_binary() -> str:
     return found
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """Peak RSS (VmHWM) of a process plus its children's (nginx's workers)."""
-    total = 0
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (nginx's master and its workers)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) * 1024
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return total
-    return total + sum(peak_rss_bytes(int(child)) for child in children)
+        return [pid]
+    return [pid, *(descendant for child in children for descendant in process_tree(int(child)))]
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak RSS (VmHWM) of a process plus its descendants'."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines()
+                       if line.startswith("VmHWM:")), 0)
+    return total
 
 
 def run_once(args: argparse.Namespace, stamp: str) -> dict:

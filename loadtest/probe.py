@@ -21,17 +21,19 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.bench import k6_binary
+from loadtest.bench import k6_binary, process_tree
 from tools.stack import REPO, Stack, StackConfig
 
 TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its children (nginx's worker), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return (int(fields[11]) + int(fields[12])) / TICKS + sum(cpu_seconds(int(c)) for c in children)
+    """CPU time of a process and its descendants (nginx's worker), in seconds."""
+    ticks = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS
 
 
 def probe_once(args: argparse.Namespace) -> dict:

@@ -58,47 +58,60 @@ class ApiSettings:
         )
 
 
-def _check_listen(name: str, listen: str) -> None:
+def split_listen(listen: str) -> str | tuple[str, int]:
+    """``unix:/path`` -> the socket's path; ``host:port`` -> (host, port)."""
     if listen.startswith("unix:"):
-        return
-    _, sep, port = listen.rpartition(":")
+        return listen.removeprefix("unix:")
+    host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(f"{name}={listen!r} must be unix:/path or host:port")
+        raise ValueError(f"{listen!r} must be unix:/path or host:port")
+    return host, int(port)
+
+
+def _check_listen(name: str, listen: str) -> None:
+    try:
+        split_listen(listen)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={exc}") from None
 
 
 def default_payments_listen(listen: str) -> str:
     """The payments lane's default address: api1.sock -> api1-payments.sock, port -> port + 1."""
-    if listen.startswith("unix:"):
-        path = listen.removesuffix(".sock")
-        return f"{path}-payments.sock"
-    host, _, port = listen.rpartition(":")
-    return f"{host}:{int(port) + 1}"
+    address = split_listen(listen)
+    if isinstance(address, str):
+        return f"unix:{address.removesuffix('.sock')}-payments.sock"
+    host, port = address
+    return f"{host}:{port + 1}"
 
 
-def _unlink_stale(listen: str) -> None:
+def _replace_stale(path: str) -> str:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(listen.removeprefix("unix:"))
+        os.unlink(path)
+    return path
 
 
 async def _lane_server(api: Api, listen: str) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    if listen.startswith("unix:"):
-        _unlink_stale(listen)
-        path = listen.removeprefix("unix:")
-        server = await loop.create_unix_server(lambda: PaymentsLane(api), path)
-        os.chmod(path, 0o666)
-        return server
-    host, _, port = listen.rpartition(":")
-    return await loop.create_server(lambda: PaymentsLane(api), host or "0.0.0.0", int(port),
-                                    reuse_address=True)
+    address = split_listen(listen)
+    if isinstance(address, str):
+        return await loop.create_unix_server(lambda: PaymentsLane(api), _replace_stale(address))
+    host, port = address
+    return await loop.create_server(lambda: PaymentsLane(api), host or "0.0.0.0", port, reuse_address=True)
 
 
 def _site(runner: web.BaseRunner, listen: str) -> web.BaseSite:
-    if listen.startswith("unix:"):
-        _unlink_stale(listen)
-        return web.UnixSite(runner, listen.removeprefix("unix:"))
-    host, _, port = listen.rpartition(":")
-    return web.TCPSite(runner, host or "0.0.0.0", int(port), reuse_address=True)
+    address = split_listen(listen)
+    if isinstance(address, str):
+        return web.UnixSite(runner, _replace_stale(address))
+    host, port = address
+    return web.TCPSite(runner, host or "0.0.0.0", port, reuse_address=True)
+
+
+def _open_to_nginx(listen: str) -> None:
+    """nginx runs as another user: a unix socket must be writable by all."""
+    address = split_listen(listen)
+    if isinstance(address, str):
+        os.chmod(address, 0o666)
 
 
 async def serve(settings: ApiSettings) -> None:
@@ -115,12 +128,11 @@ async def serve(settings: ApiSettings) -> None:
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
     lane = await _lane_server(api, settings.payments_listen)  # up before the main socket appears
+    _open_to_nginx(settings.payments_listen)
     runner = web.ServerRunner(web.Server(api.handle, access_log=None), handle_signals=False)
     await runner.setup()
-    site = _site(runner, settings.listen)
-    await site.start()
-    if settings.listen.startswith("unix:"):
-        os.chmod(settings.listen.removeprefix("unix:"), 0o666)
+    await _site(runner, settings.listen).start()
+    _open_to_nginx(settings.listen)
     runtime.settle_after_startup()
     log.info("listening", extra=logs.fields(listen=settings.listen,
                                             payments_listen=settings.payments_listen, replayed=spool.replayed,

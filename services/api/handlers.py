@@ -68,6 +68,8 @@ class Api:
     def __init__(self, options: ApiOptions, spool: Spool, shipper: Shipper,
                  stub: pipeline_pb2_grpc.CacheStub) -> None:
         self.options = options
+        # In "cache" ack mode a 202 waits until the cache holds the payment (read per request).
+        self.waits_for_cache = options.ack_mode == "cache"
         self.spool = spool
         self.shipper = shipper
         self.stub = stub
@@ -122,10 +124,6 @@ class Api:
                           {"Retry-After": "1"}) from None
         self.accepted += 1
         return seq
-
-    @property
-    def waits_for_cache(self) -> bool:
-        return self.options.ack_mode == "cache"
 
     async def acknowledged(self, seq: int) -> None:
         """In "cache" ack mode, wait until the cache holds ``seq`` (or the timeout).
