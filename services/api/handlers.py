@@ -18,7 +18,7 @@ from aiohttp import web
 from services.api.shipper import Shipper
 from services.api.spool import Spool, SpoolFull
 from services.common import logs
-from services.common.payment import InvalidPayment, parse_slip
+from services.common.payment import InvalidPayment, slip_fields
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
@@ -112,12 +112,12 @@ class Api:
             self.rejected += 1
             raise Refused(413, TOO_LARGE)
         try:
-            slip = parse_slip(body)
+            correlation_id, amount_cents = slip_fields(body)
         except InvalidPayment as exc:
             self.rejected += 1
             raise Refused(exc.status, str(exc)) from None
         try:
-            seq = self.spool.append(slip.correlation_id, slip.amount_cents, self.shipper.cache_backlog)
+            seq = self.spool.append(correlation_id, amount_cents, self.shipper.cache_backlog)
         except SpoolFull:
             self.refused += 1
             raise Refused(503, "too many payments waiting, try again later",

@@ -19,6 +19,7 @@ and, where the framing can no longer be trusted, a closed connection.
 from __future__ import annotations
 
 import asyncio
+import re
 from http import HTTPStatus
 
 import orjson
@@ -26,6 +27,9 @@ import orjson
 from services.api.handlers import MAX_BODY_BYTES, TOO_LARGE, Api, Refused
 
 MAX_HEAD_BYTES = 8 * 1024
+# What nginx sends for ``location = /payments`` with ``proxy_pass_request_headers
+# off``: matched in one C call instead of buffering and splitting the head into lines.
+_FROM_NGINX = re.compile(rb"POST /payments HTTP/1\.1\r\nHost: [!-~]*\r\nContent-Length: ([0-9]{1,5})\r\n\r\n")
 ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
 ACCEPTED_AND_CLOSE = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -95,6 +99,12 @@ class PaymentsLane(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        if not self._buffer and not self._waiting:
+            plain = _FROM_NGINX.match(data)
+            if plain is not None and len(data) - plain.end() == int(plain[1]):
+                # One whole request in nginx's form: the common case, without buffering.
+                self._answer(b"POST", b"/payments", data[plain.end():], True)
+                return
         self._buffer += data
         if not self._waiting:
             self._serve_buffered()

@@ -7,6 +7,7 @@ cents here, once, so no later hop can disagree about rounding.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -35,6 +36,37 @@ class MalformedBody(InvalidPayment):
 class PaymentSlip:
     correlation_id: str
     amount_cents: int
+
+
+_WS = rb"[ \t\n\r]*"  # JSON's whitespace; not \s, which also takes \f and \v
+_HEX = rb"[0-9a-fA-F]"
+# The form every client sends: the two fields in this order, a plain 8-4-4-4-12
+# UUID and an amount with at most two decimals and at most nine integer digits
+# (so always within MAX_AMOUNT_CENTS). Whatever else JSON allows (other key
+# orders, extra keys, escapes, exponents) is left to the full parser.
+_PLAIN_SLIP = re.compile(
+    _WS + rb'\{' + _WS + rb'"correlationId"' + _WS + rb':' + _WS
+    + rb'"(' + _HEX + rb'{8}-' + _HEX + rb'{4}-' + _HEX + rb'{4}-' + _HEX + rb'{4}-' + _HEX + rb'{12})"'
+    + _WS + rb',' + _WS + rb'"amount"' + _WS + rb':' + _WS
+    + rb'(0|[1-9][0-9]{0,8})(?:\.([0-9]{1,2}))?' + _WS + rb'\}' + _WS)
+
+
+def slip_fields(body: bytes) -> tuple[str, int]:
+    """(correlation id, cents) of a valid slip, or ``InvalidPayment``: the api's hot path.
+
+    One compiled regular expression reads the plain form in C, without building
+    a dict, a UUID or a slip; on the api this runs with cold CPU caches, where
+    the full parser cost 45 µs a request against 4 µs warm (BENCHMARKS.md,
+    session 4). Anything else goes through ``parse_slip``, and a property test
+    holds the two to the same answers."""
+    plain = _PLAIN_SLIP.fullmatch(body)
+    if plain is not None:
+        whole, fraction = plain.group(2, 3)
+        cents = int(whole) * 100 + (int(fraction.ljust(2, b"0")) if fraction else 0)
+        if cents:
+            return plain[1].lower().decode(), cents
+    slip = parse_slip(body)
+    return slip.correlation_id, slip.amount_cents
 
 
 def parse_slip(body: bytes) -> PaymentSlip:

@@ -59,6 +59,11 @@ def post(body: bytes, *, path: bytes = b"/payments", method: bytes = b"POST",
             + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+def from_nginx(body: bytes) -> bytes:
+    """The exact head nginx sends with ``proxy_pass_request_headers off`` (the lane's fast path)."""
+    return b"POST /payments HTTP/1.1\r\nHost: payments\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
 def slip(correlation_id: str | None = None, amount: float = 19.9) -> bytes:
     return orjson.dumps({"correlationId": correlation_id or str(uuid.uuid4()), "amount": amount})
 
@@ -87,13 +92,14 @@ def test_a_valid_payment_is_spooled_and_accepted(tmp_path: Path) -> None:
     assert not transport.closed
 
 
-def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frame", [post, from_nginx])
+def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path: Path, frame) -> None:
     api = make_api(tmp_path)
     lane, transport = connect(api)
-    stream = post(slip()) + post(b"{not json") + post(slip())
+    stream = frame(slip()) + frame(b"{not json") + frame(slip())
     for i in range(len(stream)):
         lane.data_received(stream[i:i + 1])
-    lane.data_received(post(slip()) + post(slip()))
+    lane.data_received(frame(slip()) + post(slip()))
     assert [status for status, _, _ in answers(transport.out)] == [202, 400, 202, 202, 202]
     assert api.accepted == 4 and api.spool.pending == 4
 
@@ -106,11 +112,12 @@ def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path
     (slip(amount=0), 422, "amount must be greater than zero"),
     (slip(amount=1.005), 422, "amount must have at most 2 decimal places"),
 ])
-def test_bad_slips_get_a_json_error_and_keep_the_connection(tmp_path: Path, body: bytes,
-                                                            status: int, message: str) -> None:
+@pytest.mark.parametrize("frame", [post, from_nginx])
+def test_bad_slips_get_a_json_error_and_keep_the_connection(tmp_path: Path, body: bytes, status: int,
+                                                            message: str, frame) -> None:
     api = make_api(tmp_path)
     lane, transport = connect(api)
-    lane.data_received(post(body))
+    lane.data_received(frame(body))
     [(got, headers, payload)] = answers(transport.out)
     assert (got, orjson.loads(payload)) == (status, {"error": message})
     assert headers["content-type"] == "application/json"
@@ -189,3 +196,18 @@ async def test_cache_ack_mode_answers_in_order_once_acknowledged_or_timed_out(tm
     assert transport.out == b"" and api.spool.pending == 1  # spooled, answer held
     await asyncio.sleep(0.2)
     assert [status for status, _, _ in answers(transport.out)] == [202, 400]
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_body_too_large_in_nginx_form_is_refused(tmp_path: Path, whole: bool) -> None:
+    """Whole, it is refused on a connection still usable; split, the head alone
+    refuses it, and the connection closes because the body is not read."""
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    request = from_nginx(b" " * 20_000)
+    for chunk in [request] if whole else [request[:100], request[100:]]:
+        if not transport.closed:
+            lane.data_received(chunk)
+    [(status, _, body)] = answers(transport.out)
+    assert status == 413 and "body larger than" in orjson.loads(body)["error"]
+    assert transport.closed is not whole and api.spool.pending == 0
