@@ -6,9 +6,15 @@ The hot path is the only request the load cares about, and aiohttp's request
 machinery (a task, a request object, header multidicts, a response object per
 request) cost the two instances 351 µs of CPU per payment against 222 µs with
 this lane, and 0.15 ms of median latency (BENCHMARKS.md, "What the CPU was
-spent on"); the lane's own Python work is 8 µs a request. Both paths admit
-payments through the one ``Api.admit``, so they cannot disagree on what is
-accepted.
+spent on"). Both paths admit payments through the one ``Api.admit``, so they
+cannot disagree on what is accepted.
+
+What a request costs here is its cost from cold caches: requests reach an
+instance milliseconds apart, with k6 and the other services running in
+between, so the lane's Python that takes 8 µs in a warm loop took 90 µs of CPU
+per request under load. Hence the fast path for the exact request nginx sends:
+one regular expression for the head, one for the slip (``slip_fields``), no
+buffering (BENCHMARKS.md, session 4).
 
 The only client is nginx over a private socket, with HTTP/1.1 keep-alive and
 request buffering on: bodies arrive with a Content-Length, one request at a

@@ -38,6 +38,7 @@ class ConsumerSettings:
     batch_size: int
     poll_wait_ms: int
     dequeue_linger_ms: int
+    max_rate: int
     flush_ms: int
     health_interval_seconds: float
     probe_interval_ms: int
@@ -68,6 +69,7 @@ class ConsumerSettings:
             batch_size=env_int("CONSUMER_BATCH", 30, minimum=1, maximum=1_000),
             poll_wait_ms=env_int("CONSUMER_POLL_WAIT_MS", 500, minimum=0, maximum=5_000),
             dequeue_linger_ms=env_int("CONSUMER_DEQUEUE_LINGER_MS", 25, minimum=0, maximum=1_000),
+            max_rate=env_int("CONSUMER_MAX_RATE", 2_000, minimum=0, maximum=1_000_000),
             flush_ms=env_int("CONSUMER_FLUSH_MS", 25, minimum=0, maximum=1_000),
             health_interval_seconds=env_float("HEALTH_POLL_INTERVAL_S", 5.05, minimum=5.0),
             probe_interval_ms=env_int("CONSUMER_PROBE_INTERVAL_MS", 100, minimum=1),
@@ -89,7 +91,7 @@ async def serve(settings: ConsumerSettings) -> None:
     orchestrator = Orchestrator(settings.limits)
     consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
                         poll_wait_ms=settings.poll_wait_ms,
-                        linger_seconds=settings.dequeue_linger_ms / 1000)
+                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate)
     background = [asyncio.create_task(reporter.run()),
                   asyncio.create_task(consumer.publish_stats_forever())]
     background += [asyncio.create_task(poll_health(client, router, name,

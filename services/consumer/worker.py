@@ -22,16 +22,36 @@ from services.orch import Orchestrator
 log = logging.getLogger("consumer")
 
 
+class Pacer:
+    """At most ``rate`` payments a second on average (0: no limit), taken in batches.
+
+    A backlog then drains as a steady stream instead of a burst: the drain
+    costs the same CPU either way, but a burst takes the machine from the load
+    generator and the request path at once. No credit builds up while idle."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    def delay(self, taken: int, now: float) -> float:
+        """Seconds to wait, having just taken ``taken`` payments at ``now``."""
+        if self.rate <= 0 or taken <= 0:
+            return 0.0
+        self._free_at = max(self._free_at, now) + taken / self.rate
+        return self._free_at - now
+
+
 class Consumer:
     def __init__(self, stub: pipeline_pb2_grpc.CacheStub, orchestrator: Orchestrator,
                  ctx: JobContext, *, batch_size: int, poll_wait_ms: int,
-                 linger_seconds: float = 0.0) -> None:
+                 linger_seconds: float = 0.0, max_rate: float = 0.0) -> None:
         self.stub = stub
         self.orch = orchestrator
         self.ctx = ctx
         self.batch_size = batch_size
         self.poll_wait_ms = poll_wait_ms
         self.linger_seconds = linger_seconds
+        self.pacer = Pacer(max_rate)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -64,7 +84,10 @@ class Consumer:
             router.release(permits - len(reply.payments))
             for payment in reply.payments:
                 await self.orch.submit(PaymentJob(payment, self.ctx))
-            if len(reply.payments) < permits and self.linger_seconds:
+            delay = self.pacer.delay(len(reply.payments), asyncio.get_running_loop().time())
+            if delay > 0.001:
+                await asyncio.sleep(delay)
+            elif len(reply.payments) < permits and self.linger_seconds:
                 # A short batch means the queue is nearly empty: let it fill a
                 # little, so each RPC carries several payments, not one.
                 await asyncio.sleep(self.linger_seconds)
