@@ -85,12 +85,12 @@ class Consumer:
             for payment in reply.payments:
                 await self.orch.submit(PaymentJob(payment, self.ctx))
             delay = self.pacer.delay(len(reply.payments), asyncio.get_running_loop().time())
-            if delay > 0.001:
-                await asyncio.sleep(delay)
-            elif len(reply.payments) < permits and self.linger_seconds:
+            if len(reply.payments) < permits:
                 # A short batch means the queue is nearly empty: let it fill a
                 # little, so each RPC carries several payments, not one.
-                await asyncio.sleep(self.linger_seconds)
+                delay = max(delay, self.linger_seconds)
+            if delay > 0.001:
+                await asyncio.sleep(delay)
 
     def stats(self) -> pb.ConsumerStats:
         pool = self.orch.stats()
