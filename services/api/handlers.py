@@ -18,7 +18,7 @@ from aiohttp import web
 from services.api.shipper import Shipper
 from services.api.spool import Spool, SpoolFull
 from services.common import logs
-from services.common.payment import InvalidPayment, slip_fields
+from services.common.payment import InvalidPayment, parse_slip
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
@@ -112,7 +112,7 @@ class Api:
             self.rejected += 1
             raise Refused(413, TOO_LARGE)
         try:
-            correlation_id, amount_cents = slip_fields(body)
+            correlation_id, amount_cents = parse_slip(body)
         except InvalidPayment as exc:
             self.rejected += 1
             raise Refused(exc.status, str(exc)) from None

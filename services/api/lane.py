@@ -13,7 +13,7 @@ What a request costs here is its cost from cold caches: requests reach an
 instance milliseconds apart, with k6 and the other services running in
 between, so the lane's Python that takes 8 µs in a warm loop took 90 µs of CPU
 per request under load. Hence the fast path for the exact request nginx sends:
-one regular expression for the head, one for the slip (``slip_fields``), no
+one regular expression for the head, one for the slip (``parse_slip``), no
 buffering (BENCHMARKS.md, session 4).
 
 The only client is nginx over a private socket, with HTTP/1.1 keep-alive and
@@ -109,7 +109,7 @@ class PaymentsLane(asyncio.Protocol):
             plain = _FROM_NGINX.match(data)
             if plain is not None and len(data) - plain.end() == int(plain[1]):
                 # One whole request in nginx's form: the common case, without buffering.
-                self._answer(b"POST", b"/payments", data[plain.end():], True)
+                self._accept(data[plain.end():], keep_alive=True)
                 return
         self._buffer += data
         if not self._waiting:
@@ -145,18 +145,22 @@ class PaymentsLane(asyncio.Protocol):
             answer = http_error(405, f"{method.decode(errors='replace')} is not allowed here",
                                 {"Allow": "POST"}, close=not keep_alive)
         else:
-            try:
-                seq = self.api.admit(body)
-            except Refused as exc:
-                answer = http_error(exc.status, exc.message, exc.headers, close=not keep_alive)
-            else:
-                if self.api.waits_for_cache:
-                    self._waiting = True
-                    self._answering = asyncio.ensure_future(
-                        self._answer_when_acknowledged(seq, keep_alive))
-                    return
-                answer = ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE
+            self._accept(body, keep_alive)
+            return
         self._send(answer, keep_alive)
+
+    def _accept(self, body: bytes, keep_alive: bool) -> None:
+        """``POST /payments``: admit the body, then answer now or once the cache holds it."""
+        try:
+            seq = self.api.admit(body)
+        except Refused as exc:
+            self._send(http_error(exc.status, exc.message, exc.headers, close=not keep_alive), keep_alive)
+            return
+        if self.api.waits_for_cache:
+            self._waiting = True
+            self._answering = asyncio.ensure_future(self._answer_when_acknowledged(seq, keep_alive))
+            return
+        self._send(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE, keep_alive)
 
     async def _answer_when_acknowledged(self, seq: int, keep_alive: bool) -> None:
         await self.api.acknowledged(seq)

@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.payment import MAX_AMOUNT_CENTS, InvalidPayment, parse_slip, slip_fields
+from services.common.payment import MAX_AMOUNT_CENTS, InvalidPayment, PaymentSlip, parse_json_slip, parse_slip
 from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_ms, parse_iso_us
 
 JSON = st.recursive(
@@ -66,16 +66,11 @@ def test_millisecond_timestamps_round_trip(epoch_ms: int) -> None:
     assert parse_iso_ms(text) == epoch_ms
 
 
-def _slip_or_error(parse, body: bytes) -> tuple[str, int] | str:
+def _slip_or_error(parse, body: bytes) -> PaymentSlip | str:
     try:
         return parse(body)
     except InvalidPayment as exc:
         return f"{exc.status} {exc}"
-
-
-def _full_parser(body: bytes) -> tuple[str, int]:
-    slip = parse_slip(body)
-    return slip.correlation_id, slip.amount_cents
 
 
 PLAIN_AMOUNTS = (st.integers(min_value=0, max_value=10**10).map(str)
@@ -90,16 +85,17 @@ WHITESPACE = st.sampled_from(["", " ", "\n", "\t ", "\r\n", "\f", "\v"])
 @given(st.uuids().map(str), st.booleans(), PLAIN_AMOUNTS, st.lists(WHITESPACE, min_size=10, max_size=10))
 def test_the_fast_path_answers_as_the_full_parser(correlation_id: str, upper: bool, amount: str,
                                                    ws: list[str]) -> None:
-    """Bodies near the plain form, valid or not: ``slip_fields`` (the api's hot
-    path) and ``parse_slip`` accept the same ones with the same fields, and
-    refuse the others with the same status and message."""
+    """Bodies near the plain form, valid or not: ``parse_slip`` (with its
+    fast path for the plain form) and the reference ``parse_json_slip`` accept
+    the same ones with the same fields, and refuse the others with the same
+    status and message."""
     correlation_id = correlation_id.upper() if upper else correlation_id
     body = ('{0}{{{1}"correlationId"{2}:{3}"{id}"{4},{5}"amount"{6}:{7}{amount}{8}}}{9}'
             .format(*ws, id=correlation_id, amount=amount).encode())
-    assert _slip_or_error(slip_fields, body) == _slip_or_error(_full_parser, body)
+    assert _slip_or_error(parse_slip, body) == _slip_or_error(parse_json_slip, body)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=120) | FIELD_VALUES.map(lambda v: orjson.dumps({"correlationId": v, "amount": v})))
 def test_the_fast_path_answers_as_the_full_parser_on_anything(body: bytes) -> None:
-    assert _slip_or_error(slip_fields, body) == _slip_or_error(_full_parser, body)
+    assert _slip_or_error(parse_slip, body) == _slip_or_error(parse_json_slip, body)
