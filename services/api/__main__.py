@@ -54,7 +54,7 @@ class ApiSettings:
             rpc_timeout_ms=env_int("API_RPC_TIMEOUT_MS", 3_000, minimum=10, maximum=60_000),
             max_backlog=env_int("API_MAX_BACKLOG", 100_000, minimum=1),
             ship_batch=env_int("API_SHIP_BATCH", 500, minimum=1, maximum=10_000),
-            ship_linger_ms=env_int("API_SHIP_LINGER_MS", 100, minimum=0, maximum=1_000),
+            ship_linger_ms=env_int("API_SHIP_LINGER_MS", 300, minimum=0, maximum=1_000),
         )
 
 
