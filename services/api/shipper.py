@@ -8,6 +8,7 @@ spend a third of the stack's CPU budget on the hop alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 
@@ -30,6 +31,7 @@ class Shipper:
         self._linger = linger_seconds
         self._acked = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiter_added = asyncio.Event()
         self.connected = False
         self.cache_backlog = 0  # as of the last acknowledgement
 
@@ -38,6 +40,7 @@ class Shipper:
             return
         future = asyncio.get_running_loop().create_future()
         self._waiters.append((seq, future))
+        self._waiter_added.set()
         await future
 
     async def run(self) -> None:
@@ -66,8 +69,7 @@ class Shipper:
                     await asyncio.wait((waiter, reader), return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     continue
-                if self._linger:
-                    await asyncio.sleep(self._linger)
+                await self._linger_unless_awaited()
                 batch = spool.take_unsent(self._batch_max)
                 if not batch:
                     continue
@@ -78,6 +80,17 @@ class Shipper:
         finally:
             reader.cancel()
             call.cancel()
+
+    async def _linger_unless_awaited(self) -> None:
+        """Wait ``linger`` so a message carries many payments, but not while a
+        request waits for an acknowledgement (``API_ACK_MODE=cache``): its
+        answer would wait out the linger too. Shipping at once then batches
+        whatever arrived while the previous message was in flight."""
+        if not self._linger or self._waiters:
+            return
+        self._waiter_added.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._waiter_added.wait(), self._linger)
 
     async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:
         while True:

@@ -225,3 +225,26 @@ def test_both_processors_failing_holds_the_queue_and_drains_after(clean: None, b
     wait_processed(backend, 50)
     assert backend.summary()["default"]["totalRequests"] == 50
     assert processors.summary("fallback")["totalRequests"] == 0
+
+
+def test_cache_ack_mode_answers_once_the_cache_holds_it_not_after_the_linger(
+        clean: None, stack: Stack, backend: Backend, processors: Processors) -> None:
+    """With ``API_ACK_MODE=cache`` a 202 means the cache holds the payment; the
+    shipper must not make each answer wait out its batching linger first."""
+    for api in ("api1", "api2"):
+        stack.config.service_env[api] = {"API_ACK_MODE": "cache", "API_ACK_TIMEOUT_MS": "5000",
+                                         "API_SHIP_LINGER_MS": "1000"}
+        stack.restart(api)
+    try:
+        processors.configure("default", failure=True)  # the payments stay in the cache's queue
+        started = time.monotonic()
+        for count in range(1, 6):
+            _, response = backend.pay()
+            assert response.status_code == 202
+            assert backend.backlog() == count  # held by the cache when the 202 arrived
+        assert time.monotonic() - started < 2.5  # five lingers would take 5 s
+    finally:
+        processors.configure("default", failure=False)
+        for api in ("api1", "api2"):
+            stack.config.service_env.pop(api, None)
+            stack.restart(api)
