@@ -40,7 +40,7 @@ integration: install
 	$(PY) -m pytest -q tests/integration
 
 bench: install
-	$(PY) -m loadtest.bench
+	$(PY) -m loadtest.bench --with-floor
 
 # The consumer draining a 10,000-payment backlog inside its compose limits.
 drain: install

@@ -2,7 +2,13 @@
 the k6 scenario of the official test against it, and the score with a
 per-service resource table.
 
-    python -m loadtest.bench [--max-requests 550] [--runs 3] [--check]
+    python -m loadtest.bench [--max-requests 550] [--runs 3] [--with-floor] [--check]
+
+``--with-floor`` brackets the runs with floor runs (nginx alone, static
+answers, no Python behind it: what k6, the stand-ins and the machine cost by
+themselves): one before the first run and one after each. Each run's p99 is
+then quoted as a ratio to the mean of the two floors beside it. The machine
+drifts by a fifth within an hour, so a floor measured minutes away would not do.
 
 Each run starts a fresh stack (fresh stand-ins, cache, apis, consumer, nginx),
 so runs do not leak state into each other. Results go to loadtest/results/:
@@ -118,7 +124,19 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
     return result
 
 
-def violations(result: dict) -> list[str]:
+def floor_ratio(p99_ms: float, before_ms: float, after_ms: float) -> float:
+    """A run's p99 over the mean of the floors measured right before and after it."""
+    return round(p99_ms / ((before_ms + after_ms) / 2), 2)
+
+
+def run_floor(args: argparse.Namespace) -> float:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    result = run_once(argparse.Namespace(**{**vars(args), "floor": True}), stamp)
+    print(f"floor: p99 {result['p99_ms']} ms -> loadtest/results/result-{stamp}.json")
+    return float(result["p99_ms"])
+
+
+def violations(result: dict, max_ratio: float = 0) -> list[str]:
     found = []
     if result["inconsistencies"]:
         found.append(f"{result['inconsistencies']} inconsistencies")
@@ -128,6 +146,8 @@ def violations(result: dict) -> list[str]:
         found.append(f"{result['failed_posts']} failed POSTs")
     if result["default_share"] < 0.99:
         found.append(f"default share {result['default_share']:.4f} < 0.99")
+    if max_ratio and result.get("p99_over_floor", 0) > max_ratio:
+        found.append(f"p99 {result['p99_over_floor']} x floor > {max_ratio}")
     return found
 
 
@@ -157,6 +177,10 @@ def main() -> None:
                         help="every service at the default CPU weight, whatever compose says")
     parser.add_argument("--floor", action="store_true",
                         help="nginx alone with static answers (no Python behind it): the p99 floor")
+    parser.add_argument("--with-floor", action="store_true",
+                        help="a floor run before the first run and after each; p99 quoted as a ratio to them")
+    parser.add_argument("--max-ratio", type=float, default=0,
+                        help="with --with-floor and --check: also fail a run whose p99 exceeds this x floor")
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--run-dir", default="/tmp/rinha-bench")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
@@ -166,21 +190,36 @@ def main() -> None:
     if args.limits and not cgroups_available():
         print("cgroup v1 is not writable here: running without limits", file=sys.stderr)
         args.limits = False
+    bracket = args.with_floor and not args.floor
+    if args.max_ratio and not bracket:
+        parser.error("--max-ratio needs --with-floor")
     results = []
+    floor_before = run_floor(args) if bracket else 0.0
     for run in range(args.runs):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         result = run_once(args, stamp)
+        ratio = ""
+        if bracket:
+            floor_after = run_floor(args)
+            result.update(floor_before_ms=floor_before, floor_after_ms=floor_after,
+                          p99_over_floor=floor_ratio(result["p99_ms"], floor_before, floor_after))
+            (RESULTS / f"result-{stamp}.json").write_text(json.dumps(result, indent=2))
+            ratio = (f" = {result['p99_over_floor']} x floor "
+                     f"({floor_before} ms before, {floor_after} ms after)")
+            floor_before = floor_after
         results.append(result)
         print_resources(result)
-        print(f"run {run + 1}/{args.runs}: net {result['net']}, p99 {result['p99_ms']} ms, "
+        print(f"run {run + 1}/{args.runs}: net {result['net']}, p99 {result['p99_ms']} ms{ratio}, "
               f"lag {result['lag']}, inconsistencies {result['inconsistencies']} "
               f"-> loadtest/results/result-{stamp}.json")
     if args.runs > 1:
-        print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms, "
+        ratios = f", median {statistics.median(r['p99_over_floor'] for r in results)} x floor" if bracket else ""
+        print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms{ratios}, "
               f"median net {statistics.median(r['net'] for r in results)}")
     if args.floor:
         return  # nothing is processed in a floor run: only its p99 matters
-    bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results) if (v := violations(r))]
+    bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results)
+           if (v := violations(r, args.max_ratio))]
     if bad:
         print("FAILED: " + "; ".join(bad), file=sys.stderr)
         if args.check:

@@ -1,0 +1,24 @@
+"""The benchmark's verdicts: a run's p99 against the floors beside it."""
+
+from loadtest.bench import floor_ratio, violations
+
+CLEAN = {"inconsistencies": 0, "lag": 0, "failed_posts": 0, "default_share": 1.0}
+
+
+def test_the_ratio_is_to_the_mean_of_the_floors_before_and_after() -> None:
+    assert floor_ratio(2.0, 0.9, 1.1) == 2.0
+    assert floor_ratio(2.16, 1.04, 1.04) == 2.08
+
+
+def test_a_clean_run_has_no_violations_without_a_ratio_limit() -> None:
+    assert violations({**CLEAN, "p99_over_floor": 3.5}) == []
+
+
+def test_a_run_above_the_ratio_limit_is_a_violation() -> None:
+    assert violations({**CLEAN, "p99_over_floor": 2.01}, max_ratio=2.0) == ["p99 2.01 x floor > 2.0"]
+    assert violations({**CLEAN, "p99_over_floor": 2.0}, max_ratio=2.0) == []
+
+
+def test_every_correctness_miss_is_named() -> None:
+    bad = {"inconsistencies": 3, "lag": 1, "failed_posts": 2, "default_share": 0.98}
+    assert violations(bad) == ["3 inconsistencies", "lag 1", "2 failed POSTs", "default share 0.9800 < 0.99"]
