@@ -108,7 +108,7 @@ def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path
     (b"{not json", 400, "body is not valid JSON"),
     (b"[]", 400, "body must be a JSON object"),
     (orjson.dumps({"amount": 1}), 422, "correlationId is required"),
-    (orjson.dumps({"correlationId": "nope", "amount": 1}), 422, "correlationId must be a UUID"),
+    (orjson.dumps({"correlationId": "nope", "amount": 1}), 422, "correlationId must be a UUID in 8-4-4-4-12 form"),
     (slip(amount=0), 422, "amount must be greater than zero"),
     (slip(amount=1.005), 422, "amount must have at most 2 decimal places"),
 ])

@@ -28,10 +28,26 @@ def test_float_noise_of_a_two_decimal_amount_is_that_amount() -> None:
     assert amount_to_cents(999_999_999.99) == 99_999_999_999
 
 
-@pytest.mark.parametrize("amount", [1.005, 0.001, 19.999, 5e-324])
+@pytest.mark.parametrize("amount", [1.005, 0.001, 19.999, 5e-324, 19.999999, 0.009999, 1.000001,
+                                    999_999_999.991])
 def test_a_real_third_decimal_is_refused(amount: float) -> None:
     with pytest.raises(InvalidPayment):
         amount_to_cents(amount)
+
+
+@pytest.mark.parametrize("lookalike", [
+    "urn:4a7901b87d264d9daa194dc1c7cf60b3",  # uuid.UUID takes all of these
+    "{{4a7901b87d264d9daa194dc1c7cf60b3}}",
+    "4a7901b87d26-4d9d-aa19-4dc1-c7cf60b3",
+    "+4a791b8-7d26-4d9d-aa19-4dc1c7cf60b3",
+    "\uff14a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3",  # a fullwidth digit
+    "\u0664a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3",  # an Arabic-Indic digit
+    UUID + "\n",
+])
+def test_only_the_8_4_4_4_12_form_is_a_correlation_id(lookalike: str) -> None:
+    body = b'{"correlationId": "%s", "amount": 1}' % lookalike.encode("unicode_escape")
+    with pytest.raises(InvalidPayment, match="8-4-4-4-12"):
+        parse_slip(body)
 
 
 @pytest.mark.parametrize("body, message", [
