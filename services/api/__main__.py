@@ -63,8 +63,8 @@ def split_listen(listen: str) -> str | tuple[str, int]:
     if listen.startswith("unix:"):
         return listen.removeprefix("unix:")
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{listen!r} must be unix:/path or host:port")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{listen!r} must be unix:/path or host:port, port 1-65535")
     return host, int(port)
 
 
@@ -157,7 +157,7 @@ async def serve(settings: ApiSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(ApiSettings.from_env, "api")
-    runtime.run(serve(settings), default_loop="uvloop", default_slice_us=100)
+    runtime.run(lambda: serve(settings), "api", default_loop="uvloop", default_slice_us=100)
 
 
 if __name__ == "__main__":

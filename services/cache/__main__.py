@@ -89,7 +89,7 @@ async def serve(settings: CacheSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(CacheSettings.from_env, "cache")
-    runtime.run(serve(settings), default_loop="uvloop", default_policy="batch")
+    runtime.run(lambda: serve(settings), "cache", default_loop="uvloop", default_policy="batch")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import orjson
+
+from services.common.config import ConfigError, env_str
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,13 +28,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+def level() -> str:
+    """``LOG_LEVEL``, any case; a name logging does not know is a configuration error."""
+    value = env_str("LOG_LEVEL", "INFO").upper()
+    if value not in LEVELS:
+        raise ConfigError(f"LOG_LEVEL={value!r} must be one of: {', '.join(LEVELS)}")
+    return value
+
+
 def setup(service: str) -> logging.Logger:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level if level in logging._nameToLevel else "INFO")
+    root.setLevel(level())
     return logging.getLogger(service)
 
 

@@ -11,10 +11,12 @@ import os
 import platform
 import struct
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-from services.common.config import env_choice, env_int
+from services.common import logs
+from services.common.config import env_choice, env_int, load_or_exit
 
 LOOPS = ("uvloop", "asyncio")
 POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH}
@@ -55,22 +57,49 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def run(main: Coroutine[Any, Any, None], *, default_loop: str, default_policy: str = "normal",
-        default_slice_us: int = 0) -> None:
-    """Run a service on the event loop ``EVENT_LOOP`` names (uvloop or asyncio),
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """How a service's process runs: event loop, CPU policy and slice, GC, log level.
+
+    Read and checked with the service's own settings, before anything starts,
+    so that a bad value stops start-up with the same one-line message."""
+
+    loop: str
+    policy: str
+    slice_us: int
+    gc_gen0_threshold: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, *, default_loop: str, default_policy: str = "normal",
+                 default_slice_us: int = 0) -> Tuning:
+        return cls(loop=env_choice("EVENT_LOOP", default_loop, LOOPS),
+                   policy=env_choice("CPU_POLICY", default_policy, tuple(POLICIES)),
+                   slice_us=env_int("CPU_SLICE_US", default_slice_us, minimum=0, maximum=100_000),
+                   gc_gen0_threshold=gc_gen0_threshold(),
+                   log_level=logs.level())
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]], service: str, *, default_loop: str,
+        default_policy: str = "normal", default_slice_us: int = 0) -> None:
+    """Run ``main()`` on the event loop ``EVENT_LOOP`` names (uvloop or asyncio),
     under the CPU scheduling policy ``CPU_POLICY`` names, with the time slice
     ``CPU_SLICE_US`` asks for (0: the kernel's default)."""
-    policy = env_choice("CPU_POLICY", default_policy, tuple(POLICIES))
-    set_cpu_policy(policy)
-    if policy == "normal":
-        set_cpu_slice(env_int("CPU_SLICE_US", default_slice_us, minimum=0, maximum=100_000))
-    loop = env_choice("EVENT_LOOP", default_loop, LOOPS)
-    if loop == "uvloop":
+    tuning = load_or_exit(lambda: Tuning.from_env(default_loop=default_loop, default_policy=default_policy,
+                                                  default_slice_us=default_slice_us), service)
+    set_cpu_policy(tuning.policy)
+    if tuning.policy == "normal":
+        set_cpu_slice(tuning.slice_us)
+    if tuning.loop == "uvloop":
         import uvloop
 
-        uvloop.run(main)
+        uvloop.run(main())
     else:
-        asyncio.run(main)
+        asyncio.run(main())
+
+
+def gc_gen0_threshold() -> int:
+    return env_int("GC_GEN0_THRESHOLD", 700, minimum=100, maximum=10_000_000)
 
 
 def settle_after_startup() -> None:
@@ -79,6 +108,5 @@ def settle_after_startup() -> None:
     ``GC_GEN0_THRESHOLD`` (Python's default is 700 allocations)."""
     gc.collect()
     gc.freeze()
-    threshold = env_int("GC_GEN0_THRESHOLD", 700, minimum=100, maximum=10_000_000)
     _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(threshold, gen1, gen2)
+    gc.set_threshold(gc_gen0_threshold(), gen1, gen2)

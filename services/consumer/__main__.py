@@ -124,7 +124,7 @@ async def serve(settings: ConsumerSettings) -> None:
 
 def main() -> None:
     settings = load_or_exit(ConsumerSettings.from_env, "consumer")
-    runtime.run(serve(settings), default_loop="uvloop", default_policy="batch")
+    runtime.run(lambda: serve(settings), "consumer", default_loop="uvloop", default_policy="batch")
 
 
 if __name__ == "__main__":
