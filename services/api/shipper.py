@@ -18,6 +18,7 @@ from services.api.spool import Spool
 from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
+from services.common.rpc_client import Backoff
 
 log = logging.getLogger("api.shipper")
 
@@ -44,7 +45,7 @@ class Shipper:
         await future
 
     async def run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 await self._stream()
@@ -53,10 +54,11 @@ class Shipper:
             except Exception as exc:  # grpc errors, broken stream: reconnect
                 if self.connected:
                     log.warning("stream to cache lost", extra=logs.fields(error=repr(exc)))
+            if self.connected:
+                backoff.reset()  # the stream worked: this is a new outage
             self.connected = False
             self._spool.rewind()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            await backoff.wait()
 
     async def _stream(self) -> None:
         call = self._stub.Submit(wait_for_ready=True)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
 from services.cache.store import Completed, Entry, State, Store
+from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
+
+log = logging.getLogger("cache.server")
 
 _STATE_NAMES = {State.QUEUED: "pending", State.DELAYED: "pending",
                 State.LEASED: "processing", State.DONE: "processed"}
@@ -120,9 +124,14 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
 
 
 async def housekeeping_forever(store: Store, every_seconds: float = 1.0) -> None:
-    """Expire leases; compact the journal when it has grown too big."""
+    """Expire leases; compact the journal when it has grown too big. A failed
+    compaction (disk full) is logged and tried again: were this loop to end,
+    a dead consumer's leases would never come back to the queue."""
     while True:
         await asyncio.sleep(every_seconds)
         store.expire_leases()
         if store.journal is not None and store.journal.needs_compaction:
-            store.journal.rewrite(store.snapshot())
+            try:
+                store.journal.rewrite(store.snapshot())
+            except OSError as exc:
+                log.error("journal compaction failed", extra=logs.fields(error=repr(exc)))

@@ -1,6 +1,9 @@
-"""One way to reach the cache: channel options shared by every client."""
+"""One way to reach the cache: channel options shared by every client, and
+the pause between a failed call or stream and the next attempt."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 
@@ -24,3 +27,22 @@ def cache_channel(address: str) -> grpc.aio.Channel:
 
 def cache_stub(channel: grpc.aio.Channel) -> pipeline_pb2_grpc.CacheStub:
     return pipeline_pb2_grpc.CacheStub(channel)
+
+
+class Backoff:
+    """Doubling pauses between attempts to reach the cache, from ``first`` up
+    to ``ceiling``; ``reset`` after a success, so that a cache restart late in
+    the process's life is not met with the longest pause."""
+
+    def __init__(self, first: float = 0.05, ceiling: float = 1.0) -> None:
+        self.first = first
+        self.ceiling = ceiling
+        self.next = first
+
+    async def wait(self) -> None:
+        pause = self.next
+        self.next = min(pause * 2, self.ceiling)
+        await asyncio.sleep(pause)
+
+    def reset(self) -> None:
+        self.next = self.first

@@ -58,17 +58,24 @@ class Reporter:
                 await asyncio.sleep(0.2)
 
     async def flush(self) -> bool:
-        """Send what is pending; False if the cache could not be reached."""
+        """Send what is pending; False if the cache could not be reached.
+
+        What was not sent is put back even when the flush is cancelled (the
+        consumer stopping), so the final flush still has it. A batch the cache
+        applied just before the cancel goes again: both calls are idempotent."""
         completions, self._completions = self._completions, []
         retries, self._retries = self._retries, []
-        sent_completions = await self._send("completions", completions, lambda batch: self._stub.Complete(
-            pb.CompleteRequest(completions=batch), timeout=self._rpc_timeout, wait_for_ready=True))
-        sent_retries = await self._send("retries", retries, lambda batch: self._stub.Requeue(
-            pb.RequeueRequest(retries=batch), timeout=self._rpc_timeout, wait_for_ready=True))
-        if not sent_completions:
-            self._completions[:0] = completions
-        if not sent_retries:
-            self._retries[:0] = retries
+        sent_completions = sent_retries = False
+        try:
+            sent_completions = await self._send("completions", completions, lambda batch: self._stub.Complete(
+                pb.CompleteRequest(completions=batch), timeout=self._rpc_timeout, wait_for_ready=True))
+            sent_retries = await self._send("retries", retries, lambda batch: self._stub.Requeue(
+                pb.RequeueRequest(retries=batch), timeout=self._rpc_timeout, wait_for_ready=True))
+        finally:
+            if not sent_completions:
+                self._completions[:0] = completions
+            if not sent_retries:
+                self._retries[:0] = retries
         return sent_completions and sent_retries
 
     @staticmethod

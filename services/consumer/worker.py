@@ -15,6 +15,7 @@ import grpc
 from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
+from services.common.rpc_client import Backoff
 from services.common.timefmt import now_ms
 from services.consumer.jobs import JobContext, PaymentJob
 from services.orch import Orchestrator
@@ -60,7 +61,7 @@ class Consumer:
     async def run(self) -> None:
         self.orch.start()
         router = self.ctx.router
-        backoff = 0.05
+        backoff = Backoff()
         while not self._stopping.is_set():
             free = self.orch.free_slots()
             if free == 0:
@@ -77,10 +78,9 @@ class Consumer:
             except grpc.aio.AioRpcError as exc:
                 router.release(permits)
                 log.warning("dequeue failed", extra=logs.fields(code=str(exc.code())))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                await backoff.wait()
                 continue
-            backoff = 0.05
+            backoff.reset()
             router.release(permits - len(reply.payments))
             for payment in reply.payments:
                 await self.orch.submit(PaymentJob(payment, self.ctx))
