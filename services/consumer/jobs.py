@@ -109,13 +109,34 @@ class PaymentJob:
         elif outcome is Outcome.DUPLICATE:
             # The processor already holds it (an earlier attempt landed): record
             # it as the processor has it, once.
-            self._retry((processor,), 0.0)
+            if not await self._found_at(processor):
+                # It says it holds the payment, yet cannot show it: ask again
+                # later rather than spin between a 422 and a "not found".
+                self._retry((processor,), ctx.policy.lookup_failed_delay_seconds)
         elif outcome is Outcome.FAILED:
             ctx.router.outcome(processor, ok=False)
             self._retry((), ctx.policy.failed_delay_seconds)
         else:
             ctx.counters.unknown_outcomes += 1
-            self._retry((processor,), ctx.settle_delay(processor))
+            if not await self._found_at(processor):
+                self._retry((processor,), ctx.settle_delay(processor))
+
+    async def _found_at(self, processor: str) -> bool:
+        """Ask ``processor`` at once; True (and the job is over) if it holds the
+        payment. Every moment the processor holds a payment our ledger lacks is
+        an inconsistency for any audit in between, so a "found" is recorded now
+        rather than after the settle delay. Only "found" is conclusive this
+        early: a "not found" or a failed lookup proves nothing while the attempt
+        can still land, and the payment is handed back to be checked later."""
+        try:
+            found = await self.ctx.client.find(processor, self.payment.correlation_id)
+        except LookupFailed:
+            return False
+        if found is None:
+            return False
+        self.ctx.counters.unknown_settled += 1
+        self._complete(processor, found.requested_at_ms, found.amount_cents)
+        return True
 
     def _complete(self, processor: str, requested_at_ms: int, amount_cents: int) -> None:
         self._finished = True

@@ -65,15 +65,35 @@ def test_definite_failure_retries_and_marks_the_processor_down() -> None:
     assert ctx.router.states["default"].down
 
 
-def test_unknown_outcome_waits_to_settle_at_the_same_processor() -> None:
-    reporter, ctx, _ = run_job(ScriptedClient([Outcome.UNKNOWN]), min_response_ms=5000)
-    assert reporter.retries == [("c1", ("default",), 6.0)]  # advertised delay 5 s > timeout 2 s, + 1 s
-    assert ctx.counters.unknown_outcomes == 1
+def test_unknown_outcome_not_found_yet_waits_to_settle_at_the_same_processor() -> None:
+    for absent in (None, LookupFailed("down")):
+        client = ScriptedClient([Outcome.UNKNOWN], holdings={"default": absent})
+        reporter, ctx, _ = run_job(client, min_response_ms=5000)
+        assert reporter.retries == [("c1", ("default",), 6.0)]  # advertised delay 5 s > timeout 2 s, + 1 s
+        assert reporter.completions == []
+        assert ctx.counters.unknown_outcomes == 1
 
 
-def test_duplicate_is_settled_from_the_processor_copy() -> None:
-    reporter, _, _ = run_job(ScriptedClient([Outcome.DUPLICATE]))
-    assert reporter.retries == [("c1", ("default",), 0.0)]
+def test_unknown_outcome_that_landed_is_recorded_at_once_as_the_processor_has_it() -> None:
+    client = ScriptedClient([Outcome.UNKNOWN], holdings={"default": Found(requested_at_ms=123, amount_cents=1990)})
+    reporter, ctx, _ = run_job(client, min_response_ms=5000)
+    assert reporter.completions == [("c1", "default", 1990, 123)]
+    assert reporter.retries == []
+    assert len(client.sent) == 1
+
+
+def test_duplicate_is_recorded_from_the_processor_copy_in_the_same_job() -> None:
+    client = ScriptedClient([Outcome.DUPLICATE], holdings={"default": Found(requested_at_ms=77, amount_cents=1990)})
+    reporter, _, _ = run_job(client)
+    assert reporter.completions == [("c1", "default", 1990, 77)]
+    assert reporter.retries == []
+
+
+def test_duplicate_that_cannot_be_shown_is_checked_again_later() -> None:
+    for answer in (LookupFailed("down"), None):
+        reporter, _, _ = run_job(ScriptedClient([Outcome.DUPLICATE], holdings={"default": answer}))
+        assert reporter.retries == [("c1", ("default",), 1.0)]  # the lookup-failed delay
+        assert reporter.completions == []
 
 
 def test_a_payment_found_while_checking_is_recorded_not_sent() -> None:
