@@ -20,6 +20,8 @@ Lines (space-separated; correlationIds are UUIDs, check lists comma-joined):
     C <id> <processor> <cents> <ms>      processed (ms: requestedAt, epoch)
     R <id> <due epoch ms> [<checks>]     handed back, not before <due>
     E <id>                               lease expired: check everywhere first
+    A <id> <n>                           hand-backs so far (snapshots only: replaying
+                                         the lines above counts them otherwise)
     X                                    purge
 """
 

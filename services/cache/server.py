@@ -79,7 +79,8 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
     async def Requeue(self, request: pb.RequeueRequest,
                       context: grpc.aio.ServicerContext) -> pb.RequeueReply:
         count = sum(self.store.requeue(r.payment.correlation_id, tuple(r.payment.check),
-                                       r.delay_ms / 1000) for r in request.retries)
+                                       r.delay_ms / 1000, lease=r.payment.attempts)
+                    for r in request.retries)
         await self._durable()
         return pb.RequeueReply(requeued=count)
 

@@ -59,6 +59,7 @@ class Counters:
     duplicates: int = 0
     requeued: int = 0
     late_completions: int = 0
+    stale_requeues: int = 0
 
 
 @dataclass(slots=True)
@@ -158,11 +159,20 @@ class Store:
         return recorded, ignored
 
     def requeue(self, correlation_id: str, check: tuple[str, ...], delay_seconds: float,
-                now: float | None = None) -> bool:
-        """Hand a leased payment back for another attempt."""
-        entry = self.leased.pop(correlation_id, None)
+                now: float | None = None, lease: int | None = None) -> bool:
+        """Hand a leased payment back for another attempt.
+
+        ``lease`` is the ``attempts`` count the payment was lent out with. A
+        hand-back from an earlier lease (re-sent after a lost reply, or from a
+        job that outlived its lease) is ignored: it would cancel the current
+        lease and overwrite what the current job knows must be checked."""
+        entry = self.leased.get(correlation_id)
         if entry is None or entry.state is not State.LEASED:
             return False
+        if lease is not None and lease != entry.attempts:
+            self.counters.stale_requeues += 1
+            return False
+        del self.leased[correlation_id]
         entry.check = tuple(name for name in check if name in PROCESSORS)
         entry.attempts += 1
         self.counters.requeued += 1
@@ -189,6 +199,7 @@ class Store:
     def _expire(self, entry: Entry) -> None:
         del self.leased[entry.correlation_id]
         entry.check = PROCESSORS
+        entry.attempts += 1  # a hand-back too: the expired lease's reports are stale
         self._enqueue(entry, front=True)
         if self.journal:
             self.journal.record("E", entry.correlation_id)
@@ -247,6 +258,10 @@ class Store:
                 entry = self.leased.get(args[0])
                 if entry is not None:
                     self._expire(entry)
+            elif kind == "A":
+                entry = self.entries.get(args[0])
+                if entry is not None:
+                    entry.attempts = int(args[1])
             elif kind == "X":
                 self.purge()
         self.counters = Counters()
@@ -281,6 +296,8 @@ class Store:
             elif entry.check or entry.state is State.DELAYED:
                 yield f"L {entry.correlation_id}"
                 yield f"R {entry.correlation_id} {due.get(id(entry), wall_now)} {','.join(entry.check)}"
+            if entry.attempts:  # last: the lines above count hand-backs of their own
+                yield f"A {entry.correlation_id} {entry.attempts}"
 
     # -- internals --------------------------------------------------------
     def _enqueue(self, entry: Entry, front: bool = False) -> None:

@@ -39,8 +39,8 @@ class Reporter:
         self._wake.set()
 
     def retry(self, payment: pb.Payment, check: tuple[str, ...], delay_seconds: float) -> None:
-        again = pb.Payment(correlation_id=payment.correlation_id,
-                           amount_cents=payment.amount_cents, check=check)
+        again = pb.Payment(correlation_id=payment.correlation_id, amount_cents=payment.amount_cents,
+                           check=check, attempts=payment.attempts)  # which lease this hands back
         self._retries.append(pb.Retry(payment=again, delay_ms=int(delay_seconds * 1000)))
         self._wake.set()
 

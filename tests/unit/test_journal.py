@@ -1,5 +1,6 @@
 import asyncio
 import random
+import time
 from pathlib import Path
 
 from services.cache.journal import Journal
@@ -8,7 +9,7 @@ from services.cache.store import Completed, State, Store
 
 def state_of(store: Store) -> dict[str, tuple]:
     return {cid: (e.state if e.state is not State.DELAYED else State.QUEUED, e.check,
-                  e.processor, e.requested_at_ms, e.amount_cents)
+                  e.processor, e.requested_at_ms, e.amount_cents, e.attempts)
             for cid, e in store.entries.items()}
 
 
@@ -22,9 +23,11 @@ async def random_history(store: Store, rng: random.Random) -> None:
         elif action < 0.8 and store.leased:
             cid = rng.choice(list(store.leased))
             store.complete([Completed(cid, rng.choice(("default", "fallback")), 100, 1_000 + step)])
-        elif store.leased:
+        elif action < 0.97 and store.leased:
             cid = rng.choice(list(store.leased))
             store.requeue(cid, rng.choice(((), ("default",), ("default", "fallback"))), rng.choice((0, 0, 30)))
+        elif store.leased:
+            store.expire_leases(now=time.monotonic() + store.lease_seconds)
         await asyncio.sleep(0)  # let group commits happen
 
 

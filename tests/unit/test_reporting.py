@@ -17,6 +17,7 @@ class CacheCalls:
     def __init__(self, hang: set[str]) -> None:
         self.hang = hang
         self.taken: dict[str, int] = {"Complete": 0, "Requeue": 0}
+        self.requeued: list[pb.Retry] = []
         self.entered = asyncio.Event()
 
     async def _call(self, name: str, count: int) -> pb.Empty:
@@ -30,6 +31,7 @@ class CacheCalls:
         return self._call("Complete", len(request.completions))
 
     def Requeue(self, request: pb.RequeueRequest, **_: object):  # noqa: N802
+        self.requeued.extend(request.retries)
         return self._call("Requeue", len(request.retries))
 
 
@@ -72,3 +74,17 @@ def test_backoff_doubles_up_to_its_ceiling_and_starts_over_after_a_reset() -> No
         return seen
 
     assert asyncio.run(pauses()) == [0.001, 0.002, 0.004, 0.004, 0.001]
+
+
+def test_a_hand_back_names_the_lease_it_returns() -> None:
+    async def scenario() -> list[pb.Retry]:
+        stub = CacheCalls(hang=set())
+        reporter = Reporter(stub, flush_seconds=0.01)  # type: ignore[arg-type]
+        leased = pb.Payment(correlation_id="c3", amount_cents=100, check=["fallback"], attempts=3)
+        reporter.retry(leased, ("default",), 0.5)
+        assert await reporter.flush()
+        return stub.requeued
+
+    (retry,) = asyncio.run(scenario())
+    assert (retry.payment.correlation_id, list(retry.payment.check), retry.payment.attempts) == ("c3", ["default"], 3)
+    assert retry.delay_ms == 500

@@ -85,3 +85,28 @@ def test_long_poll_wakes_on_submit() -> None:
         return ids(await asyncio.wait_for(waiter, 1.0))
 
     assert asyncio.run(scenario()) == ["a"]
+
+
+def test_a_hand_back_from_an_expired_lease_does_not_cancel_the_current_one() -> None:
+    store = Store(lease_seconds=10)
+    store.submit([("a", 1)])
+    first_lease = store.take(1, now=0.0)[0].attempts  # what the consumer is sent
+    assert store.expire_leases(now=10.0) == 1  # the first job outlived its lease
+    second_lease = store.take(1, now=10.0)[0].attempts
+    assert (first_lease, second_lease) == (0, 1)
+    assert not store.requeue("a", (), 0, now=11.0, lease=0)  # the first job's report
+    assert store.lookup("a").state is State.LEASED and store.lookup("a").check == ("default", "fallback")
+    assert store.counters.stale_requeues == 1
+    assert store.requeue("a", ("fallback",), 0, now=11.0, lease=1)  # the current job's report
+    assert store.lookup("a").check == ("fallback",)
+
+
+def test_a_hand_back_re_sent_after_a_lost_reply_is_ignored_once_lent_again() -> None:
+    store = Store()
+    store.submit([("a", 1)])
+    store.take(1, now=0.0)
+    assert store.requeue("a", ("default",), 0, now=0.0, lease=0)
+    (again,) = store.take(1, now=0.0)
+    assert not store.requeue("a", ("default",), 0, now=0.0, lease=0)
+    assert store.lookup("a").state is State.LEASED
+    assert store.requeue("a", (), 0, now=0.0, lease=again.attempts)
