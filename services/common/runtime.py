@@ -62,7 +62,9 @@ class Tuning:
     """How a service's process runs: event loop, CPU policy and slice, GC, log level.
 
     Read and checked with the service's own settings, before anything starts,
-    so that a bad value stops start-up with the same one-line message."""
+    so that a bad value stops start-up with the same one-line message. The GC
+    threshold and the log level are read again where they apply
+    (``settle_after_startup``, ``logs.setup``), by the same readers."""
 
     loop: str
     policy: str
