@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -193,6 +194,28 @@ def test_oversized_bodies_are_cut_off_by_nginx_with_json(backend: Backend) -> No
     response = backend.http.post("/payments", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert "error" in response.json()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"POST /payments HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400),  # HTTP/1.1 without Host
+    (b"BREW /payments HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
+    (b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"POST /payments HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"GET /.errors/400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
+])
+def test_malformed_http_refused_by_nginx_gets_json(stack: Stack, request_bytes: bytes, status: int) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.config.port), timeout=5) as conn:
+        conn.sendall(request_bytes)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), head
+    assert b"application/json" in head
+    assert "error" in json.loads(body)
 
 
 def test_a_slow_client_is_cut_off_by_nginx(stack: Stack) -> None:
