@@ -185,7 +185,7 @@ class Api:
         return json_response({
             "queue": {"pending": reply.queued, "delayed": reply.delayed,
                       "inFlight": reply.in_flight, "requeued": reply.requeued,
-                      "duplicates": reply.duplicates},
+                      "staleRequeues": reply.stale_requeues, "duplicates": reply.duplicates},
             "processed": {"default": _totals_json(reply.default),
                           "fallback": _totals_json(reply.fallback)},
             "consumer": {

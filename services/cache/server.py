@@ -115,6 +115,7 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
             fallback=_totals(store, "fallback", everything),
             requeued=store.counters.requeued,
             duplicates=store.counters.duplicates,
+            stale_requeues=store.counters.stale_requeues,
             consumer=self.consumer_stats,
         )
 

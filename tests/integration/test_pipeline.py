@@ -178,6 +178,7 @@ def test_stats_and_health_report_the_pipeline(backend: Backend) -> None:
     stats = backend.stats()
     assert stats["consumer"]["workers"]["size"] > 0
     assert set(stats["processed"]) == {"default", "fallback"}
+    assert stats["queue"]["staleRequeues"] == 0
 
 
 def test_no_service_maps_openssl(stack: Stack, backend: Backend) -> None:

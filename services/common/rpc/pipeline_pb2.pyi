@@ -195,7 +195,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer")
+    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +204,7 @@ class StatsReply(_message.Message):
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    STALE_REQUEUES_FIELD_NUMBER: _ClassVar[int]
     queued: int
     delayed: int
     in_flight: int
@@ -212,7 +213,8 @@ class StatsReply(_message.Message):
     requeued: int
     duplicates: int
     consumer: ConsumerStats
-    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ...) -> None: ...
+    stale_requeues: int
+    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()
