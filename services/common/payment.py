@@ -39,16 +39,16 @@ class PaymentSlip(NamedTuple):
     amount_cents: int
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID_FORM = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # ASCII only
+_UUID = re.compile(_UUID_FORM)
 _WS = rb"[ \t\n\r]*"  # JSON's whitespace; not \s, which also takes \f and \v
-_HEX = rb"[0-9a-fA-F]"
 # The form every client sends: the two fields in this order, a plain 8-4-4-4-12
 # UUID and an amount with at most two decimals and at most nine integer digits
 # (so always within MAX_AMOUNT_CENTS). Whatever else JSON allows (other key
 # orders, extra keys, escapes, exponents) is left to the full parser.
 _PLAIN_SLIP = re.compile(
     _WS + rb'\{' + _WS + rb'"correlationId"' + _WS + rb':' + _WS
-    + rb'"(' + _HEX + rb'{8}-' + _HEX + rb'{4}-' + _HEX + rb'{4}-' + _HEX + rb'{4}-' + _HEX + rb'{12})"'
+    + rb'"(' + _UUID_FORM.encode() + rb')"'
     + _WS + rb',' + _WS + rb'"amount"' + _WS + rb':' + _WS
     + rb'(0|[1-9][0-9]{0,8})(?:\.([0-9]{1,2}))?' + _WS + rb'\}' + _WS)
 

@@ -63,23 +63,22 @@ class Tuning:
 
     Read and checked with the service's own settings, before anything starts,
     so that a bad value stops start-up with the same one-line message. The GC
-    threshold and the log level are read again where they apply
-    (``settle_after_startup``, ``logs.setup``), by the same readers."""
+    threshold and the log level are only checked here: they are applied later,
+    where they belong (``settle_after_startup``, ``logs.setup``), by the same
+    readers."""
 
     loop: str
     policy: str
     slice_us: int
-    gc_gen0_threshold: int
-    log_level: str
 
     @classmethod
     def from_env(cls, *, default_loop: str, default_policy: str = "normal",
                  default_slice_us: int = 0) -> Tuning:
+        gc_gen0_threshold()
+        logs.level()
         return cls(loop=env_choice("EVENT_LOOP", default_loop, LOOPS),
                    policy=env_choice("CPU_POLICY", default_policy, tuple(POLICIES)),
-                   slice_us=env_int("CPU_SLICE_US", default_slice_us, minimum=0, maximum=100_000),
-                   gc_gen0_threshold=gc_gen0_threshold(),
-                   log_level=logs.level())
+                   slice_us=env_int("CPU_SLICE_US", default_slice_us, minimum=0, maximum=100_000))
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], service: str, *, default_loop: str,

@@ -85,16 +85,23 @@ class PaymentJob:
         """Ask each processor that may hold the payment. True if the job is over."""
         for processor in self.payment.check:
             try:
-                found = await self.ctx.client.find(processor, self.payment.correlation_id)
+                if await self._recorded_if_held(processor):
+                    return True
             except LookupFailed:
                 self._retry(tuple(self.payment.check), self.ctx.policy.lookup_failed_delay_seconds)
                 return True
-            if found is not None:
-                self.ctx.counters.unknown_settled += 1
-                self._complete(processor, found.requested_at_ms, found.amount_cents)
-                return True
         self.ctx.counters.unknown_settled += 1
         return False
+
+    async def _recorded_if_held(self, processor: str) -> bool:
+        """Ask ``processor`` for the payment; record it as the processor has it
+        if it is there (True: the job is over). ``LookupFailed`` if it cannot tell."""
+        found = await self.ctx.client.find(processor, self.payment.correlation_id)
+        if found is None:
+            return False
+        self.ctx.counters.unknown_settled += 1
+        self._complete(processor, found.requested_at_ms, found.amount_cents)
+        return True
 
     async def _attempt(self) -> None:
         ctx, payment = self.ctx, self.payment
@@ -129,14 +136,9 @@ class PaymentJob:
         early: a "not found" or a failed lookup proves nothing while the attempt
         can still land, and the payment is handed back to be checked later."""
         try:
-            found = await self.ctx.client.find(processor, self.payment.correlation_id)
+            return await self._recorded_if_held(processor)
         except LookupFailed:
             return False
-        if found is None:
-            return False
-        self.ctx.counters.unknown_settled += 1
-        self._complete(processor, found.requested_at_ms, found.amount_cents)
-        return True
 
     def _complete(self, processor: str, requested_at_ms: int, amount_cents: int) -> None:
         self._finished = True
