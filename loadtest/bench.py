@@ -129,6 +129,14 @@ def floor_ratio(p99_ms: float, before_ms: float, after_ms: float) -> float:
     return round(p99_ms / ((before_ms + after_ms) / 2), 2)
 
 
+def series_floor_ratios(p99s_ms: list[float], floors_ms: list[float]) -> tuple[float, list[float]]:
+    """Each p99 over the median of every floor in the series: a steadier
+    divisor than the two floors beside a run, which differ by up to 1.8x
+    minutes apart on these machines (reported beside the checked ratio)."""
+    floor = statistics.median(floors_ms)
+    return floor, [round(p99 / floor, 2) for p99 in p99s_ms]
+
+
 def run_floor(args: argparse.Namespace) -> float:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = run_once(argparse.Namespace(**{**vars(args), "floor": True}), stamp)
@@ -195,12 +203,14 @@ def main() -> None:
         parser.error("--max-ratio needs --with-floor")
     results = []
     floor_before = run_floor(args) if bracket else 0.0
+    floors = [floor_before]
     for run in range(args.runs):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         result = run_once(args, stamp)
         ratio = ""
         if bracket:
             floor_after = run_floor(args)
+            floors.append(floor_after)
             result.update(floor_before_ms=floor_before, floor_after_ms=floor_after,
                           p99_over_floor=floor_ratio(result["p99_ms"], floor_before, floor_after))
             (RESULTS / f"result-{stamp}.json").write_text(json.dumps(result, indent=2))
@@ -216,6 +226,10 @@ def main() -> None:
         ratios = f", median {statistics.median(r['p99_over_floor'] for r in results)} x floor" if bracket else ""
         print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms{ratios}, "
               f"median net {statistics.median(r['net'] for r in results)}")
+    if bracket:
+        floor, steadier = series_floor_ratios([r["p99_ms"] for r in results], floors)
+        print(f"against the median of the {len(floors)} floors ({floor} ms): "
+              f"{' / '.join(str(r) for r in steadier)} x floor")
     if args.floor:
         return  # nothing is processed in a floor run: only its p99 matters
     bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results)

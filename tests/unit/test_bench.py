@@ -1,6 +1,6 @@
 """The benchmark's verdicts: a run's p99 against the floors beside it."""
 
-from loadtest.bench import floor_ratio, violations
+from loadtest.bench import floor_ratio, series_floor_ratios, violations
 
 CLEAN = {"inconsistencies": 0, "lag": 0, "failed_posts": 0, "default_share": 1.0}
 
@@ -22,3 +22,9 @@ def test_a_run_above_the_ratio_limit_is_a_violation() -> None:
 def test_every_correctness_miss_is_named() -> None:
     bad = {"inconsistencies": 3, "lag": 1, "failed_posts": 2, "default_share": 0.98}
     assert violations(bad) == ["3 inconsistencies", "lag 1", "2 failed POSTs", "default share 0.9800 < 0.99"]
+
+
+def test_the_series_ratio_divides_every_run_by_the_median_floor() -> None:
+    floor, ratios = series_floor_ratios([2.39, 2.45, 2.41], [0.90, 1.61, 1.25, 1.10])
+    assert floor == 1.175
+    assert ratios == [2.03, 2.09, 2.05]
