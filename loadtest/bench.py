@@ -67,7 +67,18 @@ def peak_rss_bytes(pid: int) -> int:
     return total
 
 
+def result_file(stamp: str) -> Path:
+    return RESULTS / f"result-{stamp}.json"
+
+
+def save(result: dict, stamp: str) -> None:
+    """Write a run's result once, with everything the caller added (resources, floors)."""
+    result_file(stamp).write_text(json.dumps(result, indent=2))
+
+
 def run_once(args: argparse.Namespace, stamp: str) -> dict:
+    """One run on a fresh stack: k6's score, with the resources each service used
+    added (not written back: the caller ``save``s it once it is complete)."""
     limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
     if args.standin_cpus and args.limits:
         for role in ("default", "fallback"):
@@ -84,7 +95,7 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
                          service_env=service_env)
     shutil.rmtree(config.run_dir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result_path = RESULTS / f"result-{stamp}.json"
+    result_path = result_file(stamp)
     env = {**os.environ,
            "BACKEND_URL": config.base_url,
            "PROCESSOR_DEFAULT_URL": config.processor_urls[0],
@@ -120,7 +131,6 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
     result.update(resources=resources, wall_seconds=round(wall, 1), limits_applied=bool(limits),
                   stack_peak_rss_mb=round(sum(r["peak_rss_mb"] for r in ours), 1),
                   stack_avg_cores=round(sum(r.get("avg_cores", 0) for r in ours), 3))
-    result_path.write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -140,6 +150,7 @@ def series_floor_ratios(p99s_ms: list[float], floors_ms: list[float]) -> tuple[f
 def run_floor(args: argparse.Namespace) -> float:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = run_once(argparse.Namespace(**{**vars(args), "floor": True}), stamp)
+    save(result, stamp)
     print(f"floor: p99 {result['p99_ms']} ms -> loadtest/results/result-{stamp}.json")
     return float(result["p99_ms"])
 
@@ -202,21 +213,18 @@ def main() -> None:
     if args.max_ratio and not bracket:
         parser.error("--max-ratio needs --with-floor")
     results = []
-    floor_before = run_floor(args) if bracket else 0.0
-    floors = [floor_before]
+    floors = [run_floor(args)] if bracket else []
     for run in range(args.runs):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         result = run_once(args, stamp)
         ratio = ""
         if bracket:
-            floor_after = run_floor(args)
-            floors.append(floor_after)
-            result.update(floor_before_ms=floor_before, floor_after_ms=floor_after,
-                          p99_over_floor=floor_ratio(result["p99_ms"], floor_before, floor_after))
-            (RESULTS / f"result-{stamp}.json").write_text(json.dumps(result, indent=2))
-            ratio = (f" = {result['p99_over_floor']} x floor "
-                     f"({floor_before} ms before, {floor_after} ms after)")
-            floor_before = floor_after
+            floors.append(run_floor(args))
+            before, after = floors[-2:]
+            result.update(floor_before_ms=before, floor_after_ms=after,
+                          p99_over_floor=floor_ratio(result["p99_ms"], before, after))
+            ratio = f" = {result['p99_over_floor']} x floor ({before} ms before, {after} ms after)"
+        save(result, stamp)
         results.append(result)
         print_resources(result)
         print(f"run {run + 1}/{args.runs}: net {result['net']}, p99 {result['p99_ms']} ms{ratio}, "
