@@ -67,6 +67,24 @@ def peak_rss_bytes(pid: int) -> int:
     return total
 
 
+def cpu_jiffies(stat: str) -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs, from /proc/stat's first line."""
+    fields = [int(value) for value in stat.splitlines()[0].split()[1:]]
+    return fields[7], sum(fields[:8])  # user nice system idle iowait irq softirq steal
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time the hypervisor gave to someone else:
+    above ~1% the host, not the code under test, set the run's tail
+    (BENCHMARKS.md, session 8)."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 2) if total > 0 else 0.0
+
+
+def machine_jiffies() -> tuple[int, int]:
+    return cpu_jiffies(Path("/proc/stat").read_text())
+
+
 def result_file(stamp: str) -> Path:
     return RESULTS / f"result-{stamp}.json"
 
@@ -110,9 +128,9 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
            "K6_NO_USAGE_REPORT": "true"}
     with Stack(config) as stack:
         baseline = {name: cgroup.usage() for name, cgroup in stack.cgroups.items() if name in stack.procs}
-        started = time.monotonic()
+        started, jiffies = time.monotonic(), machine_jiffies()
         subprocess.run([k6_binary(), "run", "--quiet", str(SCRIPT)], env=env, cwd=REPO, check=False)
-        wall = time.monotonic() - started
+        wall, steal = time.monotonic() - started, steal_pct(jiffies, machine_jiffies())
         resources = {}
         for name, proc in stack.procs.items():
             entry: dict[str, float | int] = {"peak_rss_mb": round(peak_rss_bytes(proc.pid) / 2**20, 1)}
@@ -128,7 +146,7 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
             resources[name] = entry
     result = json.loads(result_path.read_text())
     ours = [r for n, r in resources.items() if not n.startswith("processor-")]
-    result.update(resources=resources, wall_seconds=round(wall, 1), limits_applied=bool(limits),
+    result.update(resources=resources, wall_seconds=round(wall, 1), limits_applied=bool(limits), steal_pct=steal,
                   stack_peak_rss_mb=round(sum(r["peak_rss_mb"] for r in ours), 1),
                   stack_avg_cores=round(sum(r.get("avg_cores", 0) for r in ours), 3))
     return result
@@ -151,7 +169,7 @@ def run_floor(args: argparse.Namespace) -> float:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = run_once(argparse.Namespace(**{**vars(args), "floor": True}), stamp)
     save(result, stamp)
-    print(f"floor: p99 {result['p99_ms']} ms -> loadtest/results/result-{stamp}.json")
+    print(f"floor: p99 {result['p99_ms']} ms, steal {result['steal_pct']}% -> loadtest/results/result-{stamp}.json")
     return float(result["p99_ms"])
 
 
@@ -228,7 +246,7 @@ def main() -> None:
         results.append(result)
         print_resources(result)
         print(f"run {run + 1}/{args.runs}: net {result['net']}, p99 {result['p99_ms']} ms{ratio}, "
-              f"lag {result['lag']}, inconsistencies {result['inconsistencies']} "
+              f"lag {result['lag']}, inconsistencies {result['inconsistencies']}, steal {result['steal_pct']}% "
               f"-> loadtest/results/result-{stamp}.json")
     if args.runs > 1:
         ratios = f", median {statistics.median(r['p99_over_floor'] for r in results)} x floor" if bracket else ""

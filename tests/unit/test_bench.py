@@ -1,6 +1,6 @@
 """The benchmark's verdicts: a run's p99 against the floors beside it."""
 
-from loadtest.bench import floor_ratio, series_floor_ratios, violations
+from loadtest.bench import cpu_jiffies, floor_ratio, series_floor_ratios, steal_pct, violations
 
 CLEAN = {"inconsistencies": 0, "lag": 0, "failed_posts": 0, "default_share": 1.0}
 
@@ -28,3 +28,19 @@ def test_the_series_ratio_divides_every_run_by_the_median_floor() -> None:
     floor, ratios = series_floor_ratios([2.39, 2.45, 2.41], [0.90, 1.61, 1.25, 1.10])
     assert floor == 1.175
     assert ratios == [2.03, 2.09, 2.05]
+
+
+STAT = """cpu  718 0 710 66788 53 0 9 10 5 0
+cpu0 187 0 317 33610 4 0 3 3 0 0
+intr 1 2 3
+"""
+
+
+def test_cpu_jiffies_reads_steal_and_the_total_without_counting_guest_time_twice():
+    # guest time (the 9th field) is already inside user: it must not be added again
+    assert cpu_jiffies(STAT) == (10, 718 + 710 + 66788 + 53 + 9 + 10)
+
+
+def test_steal_pct_is_the_share_of_machine_time_taken_by_the_host():
+    assert steal_pct((10, 1000), (60, 3000)) == 2.5
+    assert steal_pct((10, 1000), (10, 1000)) == 0.0  # no time passed: no division by zero
