@@ -165,16 +165,23 @@ def series_floor_ratios(p99s_ms: list[float], floors_ms: list[float]) -> tuple[f
     return floor, [round(p99 / floor, 2) for p99 in p99s_ms]
 
 
-def run_floor(args: argparse.Namespace) -> float:
+def run_floor(args: argparse.Namespace) -> tuple[float, float]:
+    """A floor run: its p99 (ms) and the host's steal during it (%)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     result = run_once(argparse.Namespace(**{**vars(args), "floor": True}), stamp)
     save(result, stamp)
     print(f"floor: p99 {result['p99_ms']} ms, steal {result['steal_pct']}% -> loadtest/results/result-{stamp}.json")
-    return float(result["p99_ms"])
+    return float(result["p99_ms"]), float(result["steal_pct"])
 
 
-def violations(result: dict, max_ratio: float = 0) -> list[str]:
+def violations(result: dict, max_ratio: float = 0, max_steal: float = 0) -> list[str]:
     found = []
+    if max_steal:
+        # A floor the host slowed down flatters the ratio as much as a slowed
+        # run spoils it, so the floors beside a run count too.
+        steal = max(result.get(key, 0) for key in ("steal_pct", "floor_before_steal_pct", "floor_after_steal_pct"))
+        if steal > max_steal:
+            found.append(f"host steal {steal}% > {max_steal}%: the host, not the stack, set this run's tail")
     if result["inconsistencies"]:
         found.append(f"{result['inconsistencies']} inconsistencies")
     if result["lag"]:
@@ -218,6 +225,9 @@ def main() -> None:
                         help="a floor run before the first run and after each; p99 quoted as a ratio to them")
     parser.add_argument("--max-ratio", type=float, default=0,
                         help="with --with-floor and --check: also fail a run whose p99 exceeds this x floor")
+    parser.add_argument("--max-steal", type=float, default=1.0,
+                        help="with --check: also fail a run if the host's steal during it or a floor beside it "
+                             "exceeds this %% (0: off)")
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--run-dir", default="/tmp/rinha-bench")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
@@ -238,8 +248,9 @@ def main() -> None:
         ratio = ""
         if bracket:
             floors.append(run_floor(args))
-            before, after = floors[-2:]
+            (before, before_steal), (after, after_steal) = floors[-2:]
             result.update(floor_before_ms=before, floor_after_ms=after,
+                          floor_before_steal_pct=before_steal, floor_after_steal_pct=after_steal,
                           p99_over_floor=floor_ratio(result["p99_ms"], before, after))
             ratio = f" = {result['p99_over_floor']} x floor ({before} ms before, {after} ms after)"
         save(result, stamp)
@@ -253,13 +264,13 @@ def main() -> None:
         print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms{ratios}, "
               f"median net {statistics.median(r['net'] for r in results)}")
     if bracket:
-        floor, steadier = series_floor_ratios([r["p99_ms"] for r in results], floors)
+        floor, steadier = series_floor_ratios([r["p99_ms"] for r in results], [p99 for p99, _ in floors])
         print(f"against the median of the {len(floors)} floors ({floor} ms): "
               f"{' / '.join(str(r) for r in steadier)} x floor")
     if args.floor:
         return  # nothing is processed in a floor run: only its p99 matters
     bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results)
-           if (v := violations(r, args.max_ratio))]
+           if (v := violations(r, args.max_ratio, args.max_steal))]
     if bad:
         print("FAILED: " + "; ".join(bad), file=sys.stderr)
         if args.check:

@@ -44,3 +44,15 @@ def test_cpu_jiffies_reads_steal_and_the_total_without_counting_guest_time_twice
 def test_steal_pct_is_the_share_of_machine_time_taken_by_the_host():
     assert steal_pct((10, 1000), (60, 3000)) == 2.5
     assert steal_pct((10, 1000), (10, 1000)) == 0.0  # no time passed: no division by zero
+
+
+def test_host_steal_in_a_run_or_either_floor_beside_it_is_a_violation() -> None:
+    # Series H (BENCHMARKS.md, session 8): run 2 "passed" at 0.57 x floor only
+    # because the floor after it lost 7.89% of the machine to the host.
+    run = {**CLEAN, "p99_over_floor": 0.57, "steal_pct": 0.03,
+           "floor_before_steal_pct": 0.04, "floor_after_steal_pct": 7.89}
+    assert violations(run, max_ratio=2.0, max_steal=1.0) == [
+        "host steal 7.89% > 1.0%: the host, not the stack, set this run's tail"]
+    assert violations({**CLEAN, "steal_pct": 1.5}, max_steal=1.0) != []
+    assert violations({**CLEAN, "steal_pct": 1.0}, max_steal=1.0) == []
+    assert violations(run, max_ratio=2.0) == []  # max_steal 0: off
