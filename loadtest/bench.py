@@ -161,7 +161,7 @@ def series_floor_ratios(p99s_ms: list[float], floors_ms: list[float]) -> tuple[f
     """Each p99 over the median of every floor in the series: a steadier
     divisor than the two floors beside a run, which differ by up to 1.8x
     minutes apart on these machines (reported beside the checked ratio)."""
-    floor = statistics.median(floors_ms)
+    floor = round(statistics.median(floors_ms), 3)
     return floor, [round(p99 / floor, 2) for p99 in p99s_ms]
 
 
@@ -260,9 +260,9 @@ def main() -> None:
               f"lag {result['lag']}, inconsistencies {result['inconsistencies']}, steal {result['steal_pct']}% "
               f"-> loadtest/results/result-{stamp}.json")
     if args.runs > 1:
-        ratios = f", median {statistics.median(r['p99_over_floor'] for r in results)} x floor" if bracket else ""
-        print(f"median p99 {statistics.median(r['p99_ms'] for r in results)} ms{ratios}, "
-              f"median net {statistics.median(r['net'] for r in results)}")
+        ratios = f", median {round(statistics.median(r['p99_over_floor'] for r in results), 2)} x floor" if bracket else ""
+        print(f"median p99 {round(statistics.median(r['p99_ms'] for r in results), 2)} ms{ratios}, "
+              f"median net {round(statistics.median(r['net'] for r in results), 2)}")
     if bracket:
         floor, steadier = series_floor_ratios([r["p99_ms"] for r in results], [p99 for p99, _ in floors])
         print(f"against the median of the {len(floors)} floors ({floor} ms): "

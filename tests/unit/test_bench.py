@@ -28,6 +28,8 @@ def test_the_series_ratio_divides_every_run_by_the_median_floor() -> None:
     floor, ratios = series_floor_ratios([2.39, 2.45, 2.41], [0.90, 1.61, 1.25, 1.10])
     assert floor == 1.175
     assert ratios == [2.03, 2.09, 2.05]
+    # Series I (session 8): the median of 1.36, 1.31, 1.71, 1.82 printed as 1.5350000000000001
+    assert series_floor_ratios([2.97], [1.36, 1.31, 1.71, 1.82]) == (1.535, [1.93])
 
 
 STAT = """cpu  718 0 710 66788 53 0 9 10 5 0
