@@ -38,12 +38,12 @@ intr 1 2 3
 """
 
 
-def test_cpu_jiffies_reads_steal_and_the_total_without_counting_guest_time_twice():
+def test_cpu_jiffies_reads_steal_and_the_total_without_counting_guest_time_twice() -> None:
     # guest time (the 9th field) is already inside user: it must not be added again
     assert cpu_jiffies(STAT) == (10, 718 + 710 + 66788 + 53 + 9 + 10)
 
 
-def test_steal_pct_is_the_share_of_machine_time_taken_by_the_host():
+def test_steal_pct_is_the_share_of_machine_time_taken_by_the_host() -> None:
     assert steal_pct((10, 1000), (60, 3000)) == 2.5
     assert steal_pct((10, 1000), (10, 1000)) == 0.0  # no time passed: no division by zero
 
