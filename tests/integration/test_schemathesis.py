@@ -8,7 +8,6 @@ counts (its behaviour is covered by the pipeline tests)."""
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
+from services.common.payment import InvalidPayment, amount_to_cents
 from tools.clients import Backend, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,22 +29,22 @@ SLIP = json.loads(OPENAPI.read_text())["components"]["schemas"]["PaymentSlip"]["
 
 
 def documented_slip(body: object) -> bool:
-    """A slip the document accepts, read from its own fields, including what
-    ``multipleOf`` cannot say and the amount's description does: a 2-decimal
-    amount up to binary float noise (1e-13 of the amount). schemathesis negates
-    ``multipleOf`` by arithmetic that can land on exactly such a float (3.69 + 1
-    == 4.6899999999999995) and would call the 202 a schema violation."""
+    """A slip the document accepts: its own pattern and bounds, plus what
+    ``multipleOf`` cannot say and the amount's description does, a 2-decimal
+    amount up to binary float noise (the rule ``amount_to_cents`` defines).
+    schemathesis negates ``multipleOf`` by arithmetic that can land on exactly
+    such a float (3.69 + 1 == 4.6899999999999995) and would call the 202 a
+    schema violation."""
     if not isinstance(body, dict):
         return False
     correlation_id, amount = body.get("correlationId"), body.get("amount")
     if not isinstance(correlation_id, str) or not re.fullmatch(SLIP["correlationId"]["pattern"], correlation_id):
         return False
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+    try:
+        amount_to_cents(amount)
+    except InvalidPayment:
         return False
-    if not SLIP["amount"]["minimum"] <= amount <= SLIP["amount"]["maximum"]:
-        return False
-    scaled = amount * 100
-    return abs(scaled - round(scaled)) <= scaled * 1e-13
+    return SLIP["amount"]["minimum"] <= amount <= SLIP["amount"]["maximum"]
 
 
 def test_float_noise_is_a_documented_amount_and_a_third_decimal_is_not() -> None:
