@@ -1,5 +1,7 @@
 """The consumer's HTTP client against real sockets on 127.0.0.1: tiny servers
-that answer exactly what each test needs, including the ways answers go wrong."""
+that answer exactly what each test needs, including the ways answers go wrong.
+Every test runs on asyncio's loop and on uvloop, which the consumer runs on
+(``both_loops`` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pytest
 import pytest_asyncio
 
 from services.consumer.http import AnswerLost, ConnectFailed, Origin, PoolLimits
+
+pytestmark = pytest.mark.both_loops
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -207,3 +211,29 @@ async def test_a_cancelled_request_closes_its_connection(serve) -> None:
 def test_only_plain_http_urls() -> None:
     with pytest.raises(ValueError, match="only plain http"):
         Origin("https://example.invalid")
+
+
+@pytest.mark.asyncio
+async def test_an_answer_split_across_segments_is_put_together(serve) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            for start, stop in ((0, 5), (5, 20), (20, 38), (38, len(answer))):
+                writer.write(answer[start:stop])
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+    server = await serve(trickle)
+    origin = Origin(server.url)
+    for _ in range(2):
+        assert (await origin.request("GET", "/", timeout=2)).body == b'{"ok":true}'
+    assert server.connections == 1
+
+
+@pytest.mark.asyncio
+async def test_garbage_instead_of_an_answer_is_lost(serve) -> None:
+    server = await serve(keep_answering(b"SSH-2.0-OpenSSH\r\n\r\n"))
+    with pytest.raises(AnswerLost):
+        await Origin(server.url).request("POST", "/payments", b"{}", timeout=2)
