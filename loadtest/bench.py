@@ -260,9 +260,10 @@ def main() -> None:
               f"lag {result['lag']}, inconsistencies {result['inconsistencies']}, steal {result['steal_pct']}% "
               f"-> loadtest/results/result-{stamp}.json")
     if args.runs > 1:
-        ratios = f", median {round(statistics.median(r['p99_over_floor'] for r in results), 2)} x floor" if bracket else ""
-        print(f"median p99 {round(statistics.median(r['p99_ms'] for r in results), 2)} ms{ratios}, "
-              f"median net {round(statistics.median(r['net'] for r in results), 2)}")
+        def median(key: str) -> float:
+            return round(statistics.median(r[key] for r in results), 2)  # no float noise in print
+        ratios = f", median {median('p99_over_floor')} x floor" if bracket else ""
+        print(f"median p99 {median('p99_ms')} ms{ratios}, median net {median('net')}")
     if bracket:
         floor, steadier = series_floor_ratios([r["p99_ms"] for r in results], [p99 for p99, _ in floors])
         print(f"against the median of the {len(floors)} floors ({floor} ms): "
