@@ -60,7 +60,9 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
                            context: grpc.aio.ServicerContext) -> pb.DequeueReply:
         limit = min(request.max or 1, MAX_DEQUEUE)
         wait = min(request.wait_ms, MAX_WAIT_MS) / 1000
-        taken = await self.store.take_waiting(limit, wait) if wait else self.store.take(limit)
+        holder = request.consumer
+        taken = (await self.store.take_waiting(limit, wait, holder) if wait
+                 else self.store.take(limit, holder=holder))
         if context.cancelled():  # the consumer gave up the call: nothing was handed out
             for entry in taken:
                 self.store.requeue(entry.correlation_id, entry.check, 0)
@@ -83,6 +85,13 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
                     for r in request.retries)
         await self._durable()
         return pb.RequeueReply(requeued=count)
+
+    async def Reclaim(self, request: pb.ReclaimRequest,
+                      context: grpc.aio.ServicerContext) -> pb.ReclaimReply:
+        reclaimed = self.store.reclaim(request.consumer, request.settle_ms / 1000)
+        if reclaimed:
+            log.info("leases reclaimed", extra=logs.fields(leases=reclaimed, settle_ms=request.settle_ms))
+        return pb.ReclaimReply(reclaimed=reclaimed)
 
     async def Summary(self, request: pb.SummaryRequest,
                       context: grpc.aio.ServicerContext) -> pb.SummaryReply:

@@ -8,7 +8,9 @@ are skipped when popped, which keeps every operation O(1) or O(log n).
 Leases: a dequeued payment is lent to the consumer until completed or handed
 back. A lease that expires (consumer died) puts the payment back at the head of
 the queue, marked to be checked at every processor before being sent again,
-because the dead consumer may have sent it.
+because the dead consumer may have sent it. A consumer that starts shortens the
+leases held by anyone else to the time a dead one's attempt may still take to
+land (``reclaim``), so a restart does not leave them waiting out the full lease.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Entry:
     check: tuple[str, ...] = ()
     attempts: int = 0
     lease_until: float = 0.0
+    holder: str = ""  # the consumer the lease was lent to ("": unknown, e.g. restored)
     processor: str = ""
     requested_at_ms: int = 0
 
@@ -95,7 +98,7 @@ class Store:
         return new, dup
 
     # -- handing out work ---------------------------------------------------
-    def take(self, limit: int, now: float | None = None) -> list[Entry]:
+    def take(self, limit: int, now: float | None = None, holder: str = "") -> list[Entry]:
         now = time.monotonic() if now is None else now
         self._promote_due(now)
         taken: list[Entry] = []
@@ -106,6 +109,7 @@ class Store:
             self._queued -= 1
             entry.state = State.LEASED
             entry.lease_until = now + self.lease_seconds
+            entry.holder = holder
             self.leased[entry.correlation_id] = entry
             taken.append(entry)
         if not self._queued:
@@ -114,11 +118,11 @@ class Store:
             self.journal.record("L", *(e.correlation_id for e in taken))
         return taken
 
-    async def take_waiting(self, limit: int, wait_seconds: float) -> list[Entry]:
+    async def take_waiting(self, limit: int, wait_seconds: float, holder: str = "") -> list[Entry]:
         """``take``, waiting up to ``wait_seconds`` for work to appear."""
         deadline = time.monotonic() + wait_seconds
         while True:
-            taken = self.take(limit)
+            taken = self.take(limit, holder=holder)
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0:
                 return taken
@@ -195,6 +199,23 @@ class Store:
         for entry in expired:
             self._expire(entry)
         return len(expired)
+
+    def reclaim(self, keep: str, settle_seconds: float, now: float | None = None) -> int:
+        """End every lease not held by ``keep`` ``settle_seconds`` from now.
+
+        A consumer calls this as it starts: a lease held by anyone else was
+        lent to a consumer that is gone, and its payment need not wait out the
+        full lease, only until an attempt that consumer made can no longer
+        land. It then expires as usual (checked everywhere first). A lease
+        already due sooner keeps its deadline. Returns the leases shortened."""
+        now = time.monotonic() if now is None else now
+        deadline = now + settle_seconds
+        reclaimed = 0
+        for entry in self.leased.values():
+            if entry.holder != keep and entry.lease_until > deadline:
+                entry.lease_until = deadline
+                reclaimed += 1
+        return reclaimed
 
     def _expire(self, entry: Entry) -> None:
         del self.leased[entry.correlation_id]

@@ -91,7 +91,8 @@ async def serve(settings: ConsumerSettings) -> None:
     orchestrator = Orchestrator(settings.limits)
     consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
                         poll_wait_ms=settings.poll_wait_ms,
-                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate)
+                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate,
+                        health_wait_seconds=settings.health_interval_seconds)
     background = [asyncio.create_task(reporter.run()),
                   asyncio.create_task(consumer.publish_stats_forever())]
     background += [asyncio.create_task(poll_health(client, router, name,

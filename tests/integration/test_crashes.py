@@ -13,8 +13,9 @@ from tools.stack import Stack
 pytestmark = pytest.mark.integration
 
 
-def check_invariants(load: Load, backend: Backend, processors: Processors) -> Verdict:
-    verdict = verify(load, backend, processors)
+def check_invariants(load: Load, backend: Backend, processors: Processors, *,
+                     drain_timeout: float = 60) -> Verdict:
+    verdict = verify(load, backend, processors, drain_timeout=drain_timeout)
     assert verdict.lost == 0, f"{verdict.lost} accepted payments never charged"
     assert verdict.double == 0, f"{verdict.double} payments charged at both processors"
     assert verdict.ledger_mismatches == 0, "our ledger differs from the processors' records"
@@ -48,6 +49,36 @@ def test_consumer_killed_and_restarted(clean: None, stack: Stack, backend: Backe
     processors.configure("default", delay=0)
     figures = check_invariants(load, backend, processors)
     assert figures.accepted > 200
+
+
+def test_a_restarted_consumer_does_not_wait_out_a_dead_ones_leases(clean: None, stack: Stack, backend: Backend,
+                                                                   processors: Processors) -> None:
+    # Leases far longer than the drain allowed below: only the new consumer's
+    # reclaim (after the 2 s payment timeout plus 1 s margin, once it has the
+    # processors' health) can bring the dead one's payments back in time.
+    stack.config.service_env["cache"] = {"CACHE_LEASE_MS": "300000"}
+    stack.restart("cache")
+    try:
+        processors.configure("default", delay=300)
+        load = Load(stack.config.base_url)
+        load.start()
+        time.sleep(1.5)
+        stack.kill("consumer")
+        in_flight = backend.stats()["queue"]["inFlight"]
+        stack.restart("consumer")
+        time.sleep(1.0)
+        load.stop()
+        processors.configure("default", delay=0)
+        assert in_flight > 0, "the consumer died holding no lease: nothing to reclaim"
+        figures = check_invariants(load, backend, processors, drain_timeout=25)
+        assert figures.accepted > 100
+    finally:
+        processors.configure("default", delay=0)
+        stack.config.service_env.pop("cache", None)
+        stack.restart("cache")
+        # Both apis (nginx alternates) back on the cache before the next test purges it.
+        wait_for(lambda: all(backend.http.get("/stats").status_code == 200 for _ in range(4)), 15,
+                 "the apis to reach the restarted cache")
 
 
 @pytest.mark.parametrize("name", ["api1", "api2"])

@@ -110,3 +110,18 @@ def test_a_hand_back_re_sent_after_a_lost_reply_is_ignored_once_lent_again() -> 
     assert not store.requeue("a", ("default",), 0, now=0.0, lease=0)
     assert store.lookup("a").state is State.LEASED
     assert store.requeue("a", (), 0, now=0.0, lease=again.attempts)
+
+
+def test_reclaim_shortens_the_leases_of_a_gone_consumer_and_keeps_the_callers() -> None:
+    store = Store(lease_seconds=60)
+    store.submit([("old", 1), ("soon", 1), ("mine", 1)])
+    store.take(1, now=0.0, holder="dead")
+    store.take(1, now=-58.0, holder="dead")  # due at 2.0, sooner than the settle
+    store.take(1, now=0.0, holder="me")
+    assert store.reclaim("me", settle_seconds=5.0, now=1.0) == 1
+    assert store.expire_leases(now=2.0) == 1  # "soon" kept its own deadline
+    assert store.expire_leases(now=5.9) == 0
+    assert store.expire_leases(now=6.0) == 1  # "old", 5 s after the reclaim, not 60
+    assert [e.correlation_id for e in store.take(5, now=6.0)] == ["old", "soon"]
+    assert store.lookup("old").check == ("default", "fallback")  # the dead one may have sent it
+    assert store.lookup("mine").state is State.LEASED and store.lookup("mine").lease_until == 60.0

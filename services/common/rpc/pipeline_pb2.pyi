@@ -39,12 +39,14 @@ class SubmitAck(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., backlog: _Optional[int] = ...) -> None: ...
 
 class DequeueRequest(_message.Message):
-    __slots__ = ("max", "wait_ms")
+    __slots__ = ("max", "wait_ms", "consumer")
     MAX_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
     max: int
     wait_ms: int
-    def __init__(self, max: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    consumer: str
+    def __init__(self, max: _Optional[int] = ..., wait_ms: _Optional[int] = ..., consumer: _Optional[str] = ...) -> None: ...
 
 class DequeueReply(_message.Message):
     __slots__ = ("payments",)
@@ -97,6 +99,20 @@ class RequeueReply(_message.Message):
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
     requeued: int
     def __init__(self, requeued: _Optional[int] = ...) -> None: ...
+
+class ReclaimRequest(_message.Message):
+    __slots__ = ("consumer", "settle_ms")
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_MS_FIELD_NUMBER: _ClassVar[int]
+    consumer: str
+    settle_ms: int
+    def __init__(self, consumer: _Optional[str] = ..., settle_ms: _Optional[int] = ...) -> None: ...
+
+class ReclaimReply(_message.Message):
+    __slots__ = ("reclaimed",)
+    RECLAIMED_FIELD_NUMBER: _ClassVar[int]
+    reclaimed: int
+    def __init__(self, reclaimed: _Optional[int] = ...) -> None: ...
 
 class SummaryRequest(_message.Message):
     __slots__ = ("from_us", "to_us")

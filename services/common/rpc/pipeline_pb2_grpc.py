@@ -59,6 +59,11 @@ class CacheStub:
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.SerializeToString,
                 response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.FromString,
                 _registered_method=True)
+        self.Reclaim = channel.unary_unary(
+                '/pipeline.v1.Cache/Reclaim',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimRequest.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimReply.FromString,
+                _registered_method=True)
         self.Summary = channel.unary_unary(
                 '/pipeline.v1.Cache/Summary',
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.SummaryRequest.SerializeToString,
@@ -122,6 +127,13 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reclaim(self, request, context):
+        """Called once by a consumer as it starts (one consumer per cache).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Summary(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -179,6 +191,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Requeue,
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.FromString,
                     response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.SerializeToString,
+            ),
+            'Reclaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reclaim,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimRequest.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimReply.SerializeToString,
             ),
             'Summary': grpc.unary_unary_rpc_method_handler(
                     servicer.Summary,
@@ -341,6 +358,33 @@ class Cache:
             '/pipeline.v1.Cache/Requeue',
             services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.SerializeToString,
             services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reclaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/Reclaim',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimRequest.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimReply.FromString,
             options,
             channel_credentials,
             insecure,
