@@ -13,35 +13,76 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 
-from services.cache.journal import FSYNC_POLICIES, Journal
+from services.cache.memory import MemoryStore
+from services.cache.memory.journal import FSYNC_POLICIES
 from services.cache.server import CacheService, housekeeping_forever
-from services.cache.store import Store
+from services.cache.store import CacheStore
 from services.common import logs, runtime
-from services.common.config import env_choice, env_int, env_str, load_or_exit
+from services.common.config import ConfigError, env_choice, env_int, env_str, load_or_exit
 from services.common.rpc import pipeline_pb2_grpc
+
+STORES = ("memory", "redis")
+
+
+def redis_url(name: str, default: str) -> str:
+    """``unix:///path/redis.sock[?db=N]`` or ``redis://host:port[/db]``."""
+    value = env_str(name, default)
+    if value.startswith("unix://"):
+        if not value.removeprefix("unix://").startswith("/"):
+            raise ConfigError(f"{name}={value!r}: a unix socket URL needs an absolute path (unix:///...)")
+        return value
+    if value.startswith("redis://"):
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (validates the port)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} has an invalid port") from None
+        db = parts.path.strip("/")
+        if not parts.hostname or (db and not db.isdigit()):
+            raise ConfigError(f"{name}={value!r} must be redis://host[:port][/db]")
+        return value
+    raise ConfigError(f"{name}={value!r} must be unix:///path/redis.sock or redis://host:port/db")
 
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     address: str
+    store: str
     lease_ms: int
     journal_path: Path | None
     journal_fsync: str
     journal_compact_mb: int
+    redis_url: str
+    redis_timeout_ms: int
 
     @classmethod
     def from_env(cls) -> CacheSettings:
         journal = env_str("CACHE_JOURNAL", "/var/lib/rinha/cache/journal.log")
+        store = env_choice("CACHE_STORE", "memory", STORES)
         return cls(
             address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
+            store=store,
             lease_ms=env_int("CACHE_LEASE_MS", 60_000, minimum=1_000, maximum=3_600_000),
             journal_path=None if journal == "off" else Path(journal),
             journal_fsync=env_choice("CACHE_JOURNAL_FSYNC", "interval", FSYNC_POLICIES),
             journal_compact_mb=env_int("CACHE_JOURNAL_COMPACT_MB", 64, minimum=1),
+            # Read (and so validated) only when it is used.
+            redis_url=redis_url("REDIS_URL", "redis://redis:6379/0") if store == "redis" else "",
+            redis_timeout_ms=env_int("REDIS_TIMEOUT_MS", 2_000, minimum=50, maximum=60_000),
         )
+
+
+def make_store(settings: CacheSettings) -> CacheStore:
+    if settings.store == "redis":
+        from services.cache.redis_store import RedisStore  # only this mode needs redis-py
+        return RedisStore(settings.redis_url, lease_ms=settings.lease_ms,
+                          timeout_seconds=settings.redis_timeout_ms / 1000)
+    return MemoryStore(lease_ms=settings.lease_ms, journal_path=settings.journal_path,
+                       fsync=settings.journal_fsync, compact_bytes=settings.journal_compact_mb << 20)
 
 
 def _remove_stale_socket(address: str) -> None:
@@ -53,38 +94,26 @@ def _remove_stale_socket(address: str) -> None:
 
 async def serve(settings: CacheSettings) -> None:
     log = logs.setup("cache")
-    store = Store(lease_seconds=settings.lease_ms / 1000)
-    journal = None
-    if settings.journal_path is not None:
-        journal = Journal(settings.journal_path, fsync=settings.journal_fsync,
-                          compact_bytes=settings.journal_compact_mb << 20)
-        replayed = store.restore(journal.replay())
-        journal.rewrite(store.snapshot())
-        store.journal = journal
-        log.info("journal replayed", extra=logs.fields(records=replayed, queued=store.queued,
-                                                       leased=len(store.leased)))
+    store = make_store(settings)
+    await store.start()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store), server)
     _remove_stale_socket(settings.address)
     server.add_insecure_port(settings.address)
     await server.start()
-    background = [asyncio.create_task(housekeeping_forever(store))]
-    if journal is not None:
-        background.append(asyncio.create_task(journal.fsync_forever()))
+    housekeeping = asyncio.create_task(housekeeping_forever(store))
     runtime.settle_after_startup()
-    log.info("listening", extra=logs.fields(address=settings.address))
+    log.info("listening", extra=logs.fields(address=settings.address, store=settings.store))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping", extra=logs.fields(queued=store.queued, in_flight=len(store.leased)))
+    log.info("stopping")
     await server.stop(grace=2)
-    for task in background:
-        task.cancel()
-    if journal is not None:
-        journal.close()
+    housekeeping.cancel()
+    await store.close()
 
 
 def main() -> None:

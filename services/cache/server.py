@@ -1,148 +1,178 @@
-"""The cache as a gRPC service: a thin translation between protobuf and ``Store``."""
+"""The cache as a gRPC service: a thin translation between protobuf and a
+``CacheStore`` (``store.py``), whichever engine holds the state."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import grpc
 
-from services.cache.store import Completed, Entry, State, Store
+from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, State,
+                                  StoreUnavailable, Totals)
 from services.common import logs
+from services.common.payment import PROCESSORS
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 
 log = logging.getLogger("cache.server")
+T = TypeVar("T")
 
 _STATE_NAMES = {State.QUEUED: "pending", State.DELAYED: "pending",
                 State.LEASED: "processing", State.DONE: "processed"}
 MAX_DEQUEUE = 1000
 MAX_WAIT_MS = 5_000
+# Summed over consumers in /stats; the rest (health, routing) is the system's.
+_SUMMED = ("jobs_running", "jobs_done", "jobs_failed", "jobs_timed_out", "pool_size", "retries",
+           "unknown_outcomes", "unknown_settled")
 
 
-def _totals(store: Store, processor: str, request: pb.SummaryRequest) -> pb.ProcessorTotals:
-    from_us = request.from_us if request.HasField("from_us") else None
-    to_us = request.to_us if request.HasField("to_us") else None
-    totals = store.totals(processor, from_us, to_us)
+def _totals(totals: Totals) -> pb.ProcessorTotals:
     return pb.ProcessorTotals(total_requests=totals.count, total_amount_cents=totals.amount_cents)
 
 
-def _payment(entry: Entry) -> pb.Payment:
-    return pb.Payment(correlation_id=entry.correlation_id, amount_cents=entry.amount_cents,
-                      check=entry.check, attempts=entry.attempts)
+def _payment(lent: Lent) -> pb.Payment:
+    return pb.Payment(correlation_id=lent.correlation_id, amount_cents=lent.amount_cents,
+                      check=lent.check, attempts=lent.lease)
+
+
+def _health(health: Health) -> pb.ProcessorHealth:
+    return pb.ProcessorHealth(name=health.processor, failing=health.failing,
+                              min_response_time_ms=health.min_response_time_ms,
+                              checked_at_ms=health.checked_at_ms)
+
+
+async def _or_unavailable(call: Awaitable[T], context: grpc.aio.ServicerContext) -> T:
+    """The store's answer, or UNAVAILABLE for the caller to retry when the store
+    cannot be reached (nothing is known to have changed)."""
+    try:
+        return await call
+    except StoreUnavailable as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {exc}")
+        raise  # abort raises; this line is for the type checker
 
 
 class CacheService(pipeline_pb2_grpc.CacheServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: CacheStore) -> None:
         self.store = store
-        self.consumer_stats = pb.ConsumerStats()
 
-    async def _durable(self) -> None:
-        """Answer only once the changes just made are in the journal."""
-        if self.store.journal is not None:
-            await self.store.journal.committed()
-
-    async def _submit(self, batch: pb.SubmitBatch) -> pb.SubmitAck:
-        new, dup = self.store.submit((p.correlation_id, p.amount_cents) for p in batch.payments)
-        await self._durable()
-        return pb.SubmitAck(seq=batch.seq, accepted=new, duplicates=dup, backlog=self.store.backlog)
+    async def _submit(self, batch: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
+        submitted = await _or_unavailable(
+            self.store.submit([(p.correlation_id, p.amount_cents) for p in batch.payments]), context)
+        return pb.SubmitAck(seq=batch.seq, accepted=submitted.new, duplicates=submitted.duplicates,
+                            backlog=submitted.backlog)
 
     async def Submit(self, request_iterator: AsyncIterator[pb.SubmitBatch],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SubmitAck]:
         async for batch in request_iterator:
-            yield await self._submit(batch)
+            yield await self._submit(batch, context)
 
     async def Enqueue(self, request: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
-        return await self._submit(request)
+        return await self._submit(request, context)
 
     async def DequeueBatch(self, request: pb.DequeueRequest,
                            context: grpc.aio.ServicerContext) -> pb.DequeueReply:
         limit = min(request.max or 1, MAX_DEQUEUE)
         wait = min(request.wait_ms, MAX_WAIT_MS) / 1000
-        holder = request.consumer
-        taken = (await self.store.take_waiting(limit, wait, holder) if wait
-                 else self.store.take(limit, holder=holder))
+        taken = await _or_unavailable(self.store.take(limit, request.consumer, wait), context)
         if context.cancelled():  # the consumer gave up the call: nothing was handed out
-            for entry in taken:
-                self.store.requeue(entry.correlation_id, entry.check, 0)
+            await self.store.requeue([HandBack(lent.correlation_id, lent.check, 0, lent.lease)
+                                      for lent in taken])
             return pb.DequeueReply()
-        await self._durable()
-        return pb.DequeueReply(payments=[_payment(e) for e in taken])
+        return pb.DequeueReply(payments=[_payment(lent) for lent in taken])
 
     async def Complete(self, request: pb.CompleteRequest,
                        context: grpc.aio.ServicerContext) -> pb.CompleteReply:
-        recorded, ignored = self.store.complete(
-            Completed(c.correlation_id, c.processor, c.amount_cents, c.requested_at_ms)
-            for c in request.completions)
-        await self._durable()
+        recorded, ignored = await _or_unavailable(self.store.complete(
+            [Completed(c.correlation_id, c.processor, c.amount_cents, c.requested_at_ms)
+             for c in request.completions]), context)
         return pb.CompleteReply(recorded=recorded, ignored=ignored)
 
     async def Requeue(self, request: pb.RequeueRequest,
                       context: grpc.aio.ServicerContext) -> pb.RequeueReply:
-        count = sum(self.store.requeue(r.payment.correlation_id, tuple(r.payment.check),
-                                       r.delay_ms / 1000, lease=r.payment.attempts)
-                    for r in request.retries)
-        await self._durable()
+        count = await _or_unavailable(self.store.requeue(
+            [HandBack(r.payment.correlation_id, tuple(r.payment.check), r.delay_ms, r.payment.attempts)
+             for r in request.retries]), context)
         return pb.RequeueReply(requeued=count)
 
-    async def Reclaim(self, request: pb.ReclaimRequest,
-                      context: grpc.aio.ServicerContext) -> pb.ReclaimReply:
-        reclaimed = self.store.reclaim(request.consumer, request.settle_ms / 1000)
-        if reclaimed:
-            log.info("leases reclaimed", extra=logs.fields(leases=reclaimed, settle_ms=request.settle_ms))
-        return pb.ReclaimReply(reclaimed=reclaimed)
+    async def Heartbeat(self, request: pb.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
+        pulse = await _or_unavailable(self.store.heartbeat(Beat(
+            request.consumer, request.ttl_ms, request.settle_ms,
+            request.stats.SerializeToString(), request.leaving)), context)
+        return pb.HeartbeatReply(
+            leads=[pb.PollerLease(processor=name, token=token) for name, token in pulse.leads.items()],
+            health=[_health(h) for h in pulse.health])
+
+    async def ClaimHealthPoll(self, request: pb.PollClaim,
+                              context: grpc.aio.ServicerContext) -> pb.PollGrant:
+        wait = await _or_unavailable(
+            self.store.claim_poll(request.processor, request.token, request.interval_ms), context)
+        return pb.PollGrant(wait_ms=wait)
+
+    async def ReportHealth(self, request: pb.HealthReport,
+                           context: grpc.aio.ServicerContext) -> pb.HealthAck:
+        accepted = await _or_unavailable(self.store.report_health(
+            request.processor, request.token, request.failing if request.answered else None,
+            request.min_response_time_ms, request.retry_after_ms), context)
+        return pb.HealthAck(accepted=accepted)
 
     async def Summary(self, request: pb.SummaryRequest,
                       context: grpc.aio.ServicerContext) -> pb.SummaryReply:
-        return pb.SummaryReply(default=_totals(self.store, "default", request),
-                               fallback=_totals(self.store, "fallback", request))
+        totals = await _or_unavailable(self.store.totals(
+            request.from_us if request.HasField("from_us") else None,
+            request.to_us if request.HasField("to_us") else None), context)
+        return pb.SummaryReply(default=_totals(totals["default"]), fallback=_totals(totals["fallback"]))
 
     async def Lookup(self, request: pb.LookupRequest,
                      context: grpc.aio.ServicerContext) -> pb.LookupReply:
-        entry = self.store.lookup(request.correlation_id)
-        if entry is None:
+        record = await _or_unavailable(self.store.lookup(request.correlation_id), context)
+        if record is None:
             return pb.LookupReply(state="unknown")
-        return pb.LookupReply(state=_STATE_NAMES[entry.state], processor=entry.processor,
-                              requested_at_ms=entry.requested_at_ms,
-                              amount_cents=entry.amount_cents, attempts=entry.attempts)
+        return pb.LookupReply(state=_STATE_NAMES[record.state], processor=record.processor,
+                              requested_at_ms=record.requested_at_ms,
+                              amount_cents=record.amount_cents, attempts=record.attempts)
 
     async def Purge(self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext) -> pb.PurgeReply:
-        purged = self.store.purge()
-        if self.store.journal is not None:
-            self.store.journal.rewrite(self.store.snapshot())
-        return pb.PurgeReply(purged=purged)
+        return pb.PurgeReply(purged=await _or_unavailable(self.store.purge(), context))
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
-        store = self.store
-        everything = pb.SummaryRequest()
+        stats, totals, blobs, pulse = await _or_unavailable(asyncio.gather(
+            self.store.stats(), self.store.totals(None, None), self.store.consumer_stats(),
+            self.store.health()), context)
+        consumers = [pb.ConsumerStats.FromString(blob) for blob in blobs]
         return pb.StatsReply(
-            queued=store.queued,
-            delayed=sum(1 for _, _, e in store.delayed if e.state is State.DELAYED),
-            in_flight=len(store.leased),
-            default=_totals(store, "default", everything),
-            fallback=_totals(store, "fallback", everything),
-            requeued=store.counters.requeued,
-            duplicates=store.counters.duplicates,
-            stale_requeues=store.counters.stale_requeues,
-            consumer=self.consumer_stats,
-        )
-
-    async def PublishConsumerStats(self, request: pb.ConsumerStats,
-                                   context: grpc.aio.ServicerContext) -> pb.Empty:
-        self.consumer_stats = request
-        return pb.Empty()
+            queued=stats.queued, delayed=stats.delayed, in_flight=stats.leased,
+            default=_totals(totals["default"]), fallback=_totals(totals["fallback"]),
+            requeued=stats.requeued, duplicates=stats.duplicates,
+            stale_requeues=stats.stale_requeues, late_completions=stats.late_completions,
+            consumers=stats.consumers, consumer=_sum_consumers(consumers, pulse),
+            per_consumer=consumers)
 
 
-async def housekeeping_forever(store: Store, every_seconds: float = 1.0) -> None:
-    """Expire leases; compact the journal when it has grown too big. A failed
-    compaction (disk full) is logged and tried again: were this loop to end,
-    a dead consumer's leases would never come back to the queue."""
+def _sum_consumers(consumers: list[pb.ConsumerStats], health: tuple[Health, ...]) -> pb.ConsumerStats:
+    """Every consumer's counters added up, with the system's view of health."""
+    total = pb.ConsumerStats(health=[_health(h) for h in health if h.processor in PROCESSORS])
+    for one in consumers:
+        for name in _SUMMED:
+            setattr(total, name, getattr(total, name) + getattr(one, name))
+        total.routing = total.routing or one.routing
+        total.published_at_ms = max(total.published_at_ms, one.published_at_ms)
+    return total
+
+
+async def housekeeping_forever(store: CacheStore, every_seconds: float = 1.0) -> None:
+    """Bring back run-out leases and those of lapsed consumers. An error is
+    logged and the loop goes on: were it to end, a dead consumer's leases
+    would never come back to the queue."""
     while True:
         await asyncio.sleep(every_seconds)
-        store.expire_leases()
-        if store.journal is not None and store.journal.needs_compaction:
-            try:
-                store.journal.rewrite(store.snapshot())
-            except OSError as exc:
-                log.error("journal compaction failed", extra=logs.fields(error=repr(exc)))
+        try:
+            expired = await store.expire()
+        except StoreUnavailable as exc:
+            log.warning("housekeeping: store unavailable", extra=logs.fields(error=str(exc)))
+            continue
+        if expired:
+            log.info("leases expired", extra=logs.fields(leases=expired))

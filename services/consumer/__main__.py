@@ -19,8 +19,8 @@ from services.common.config import (ConfigError, env_choice, env_float, env_int,
                                     env_url, load_or_exit)
 from services.common.payment import PROCESSORS
 from services.common.rpc_client import cache_channel, cache_stub
-from services.consumer.health import poll_health
 from services.consumer.jobs import JobContext, RetryPolicy
+from services.consumer.liveness import Heartbeat
 from services.consumer.processors import ProcessorClient, Timeouts
 from services.consumer.reporting import Reporter
 from services.consumer.routing import STRATEGIES, ProcessorState, Router
@@ -43,6 +43,7 @@ class ConsumerSettings:
     health_interval_seconds: float
     probe_interval_ms: int
     settle_margin_ms: int
+    heartbeat_ttl_ms: int
 
     @classmethod
     def from_env(cls) -> ConsumerSettings:
@@ -74,6 +75,9 @@ class ConsumerSettings:
             health_interval_seconds=env_float("HEALTH_POLL_INTERVAL_S", 5.05, minimum=5.0),
             probe_interval_ms=env_int("CONSUMER_PROBE_INTERVAL_MS", 100, minimum=1),
             settle_margin_ms=env_int("CONSUMER_SETTLE_MARGIN_MS", 1_000, minimum=0),
+            # Beats go out every third of it: two may be lost before the
+            # consumer is taken for gone.
+            heartbeat_ttl_ms=env_int("CONSUMER_HEARTBEAT_TTL_MS", 3_000, minimum=300, maximum=60_000),
         )
 
 
@@ -91,13 +95,12 @@ async def serve(settings: ConsumerSettings) -> None:
     orchestrator = Orchestrator(settings.limits)
     consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
                         poll_wait_ms=settings.poll_wait_ms,
-                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate,
-                        health_wait_seconds=settings.health_interval_seconds)
-    background = [asyncio.create_task(reporter.run()),
-                  asyncio.create_task(consumer.publish_stats_forever())]
-    background += [asyncio.create_task(poll_health(client, router, name,
-                                                   settings.health_interval_seconds))
-                   for name in PROCESSORS]
+                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate)
+    heartbeat = Heartbeat(stub, client, router, consumer=consumer.id,
+                          ttl_seconds=settings.heartbeat_ttl_ms / 1000,
+                          settle_seconds=lambda: max(ctx.settle_delay(name) for name in router.states),
+                          stats=consumer.stats, poll_interval_seconds=settings.health_interval_seconds)
+    background = [asyncio.create_task(reporter.run()), asyncio.create_task(heartbeat.beat_forever())]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
@@ -118,6 +121,7 @@ async def serve(settings: ConsumerSettings) -> None:
         async with asyncio.timeout(5):
             while reporter.pending and not await reporter.flush():
                 await asyncio.sleep(0.1)
+    await heartbeat.leave()
     log.info("stopped", extra=logs.fields(unreported=reporter.pending))
     await client.close()
     await channel.close()

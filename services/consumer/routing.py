@@ -99,17 +99,6 @@ class Router:
         self.states[processor].record_health(failing, min_response_time_ms, checked_at_ms)
         self._changed.set()
 
-    async def wait_for_health(self, timeout: float) -> bool:
-        """Wait until every processor has reported its health once, for at
-        most ``timeout``; whether they all have."""
-        deadline = time.monotonic() + timeout
-        while not all(state.health_checked_at_ms for state in self.states.values()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            await self.wait_for_change(remaining)
-        return True
-
     async def wait_for_change(self, timeout: float) -> None:
         self._changed.clear()
         try:

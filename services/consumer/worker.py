@@ -46,8 +46,7 @@ class Pacer:
 class Consumer:
     def __init__(self, stub: pipeline_pb2_grpc.CacheStub, orchestrator: Orchestrator,
                  ctx: JobContext, *, batch_size: int, poll_wait_ms: int,
-                 linger_seconds: float = 0.0, max_rate: float = 0.0,
-                 health_wait_seconds: float = 0.0) -> None:
+                 linger_seconds: float = 0.0, max_rate: float = 0.0) -> None:
         self.stub = stub
         self.orch = orchestrator
         self.ctx = ctx
@@ -55,49 +54,13 @@ class Consumer:
         self.poll_wait_ms = poll_wait_ms
         self.linger_seconds = linger_seconds
         self.pacer = Pacer(max_rate)
-        self.health_wait_seconds = health_wait_seconds
-        self.id = uuid.uuid4().hex  # the leases' holder, new at every start
+        self.id = uuid.uuid4().hex  # the leases' holder and heartbeat name, new at every start
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def reclaim(self) -> int:
-        """At start-up: a lease held by another consumer was lent to one that is
-        gone, so have its payment back as soon as an attempt that consumer made
-        can no longer land, instead of after the whole lease.
-
-        How long that is depends on the delays the processors advertise, so
-        their first health reports are awaited (briefly: the consumer that died
-        may have spent the health budget). Meanwhile this consumer works: its
-        own leases carry its id and are kept. Returns the leases shortened."""
-        router = self.ctx.router
-        await router.wait_for_health(self.health_wait_seconds)
-        settle_ms = int(max(self.ctx.settle_delay(name) for name in router.states) * 1000)
-        backoff = Backoff()
-        while not self._stopping.is_set():
-            try:
-                reply = await self.stub.Reclaim(pb.ReclaimRequest(consumer=self.id, settle_ms=settle_ms),
-                                                timeout=5, wait_for_ready=True)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-                    return 0  # a cache older than this call: its leases run their course
-                log.warning("reclaim failed", extra=logs.fields(code=str(exc.code())))
-                await backoff.wait()
-                continue
-            if reply.reclaimed:
-                log.info("leases reclaimed", extra=logs.fields(leases=reply.reclaimed, settle_ms=settle_ms))
-            return reply.reclaimed
-        return 0
-
     async def run(self) -> None:
-        reclaiming = asyncio.create_task(self.reclaim())
-        try:
-            await self._work()
-        finally:
-            reclaiming.cancel()
-
-    async def _work(self) -> None:
         self.orch.start()
         router = self.ctx.router
         backoff = Backoff()
@@ -143,11 +106,3 @@ class Consumer:
                                        checked_at_ms=s.health_checked_at_ms)
                     for s in self.ctx.router.states.values()],
             routing=self.ctx.router.strategy, published_at_ms=now_ms())
-
-    async def publish_stats_forever(self, every_seconds: float = 1.0) -> None:
-        while True:
-            try:
-                await self.stub.PublishConsumerStats(self.stats(), timeout=2)
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(every_seconds)

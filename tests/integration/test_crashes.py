@@ -53,9 +53,9 @@ def test_consumer_killed_and_restarted(clean: None, stack: Stack, backend: Backe
 
 def test_a_restarted_consumer_does_not_wait_out_a_dead_ones_leases(clean: None, stack: Stack, backend: Backend,
                                                                    processors: Processors) -> None:
-    # Leases far longer than the drain allowed below: only the new consumer's
-    # reclaim (after the 2 s payment timeout plus 1 s margin, once it has the
-    # processors' health) can bring the dead one's payments back in time.
+    # Leases far longer than the drain allowed below: only the dead consumer's
+    # lapsed heartbeat (3 s, then its settle time: the 2 s payment timeout plus
+    # 1 s margin) can bring its payments back in time.
     stack.config.service_env["cache"] = {"CACHE_LEASE_MS": "300000"}
     stack.restart("cache")
     try:
@@ -69,7 +69,7 @@ def test_a_restarted_consumer_does_not_wait_out_a_dead_ones_leases(clean: None, 
         time.sleep(1.0)
         load.stop()
         processors.configure("default", delay=0)
-        assert in_flight > 0, "the consumer died holding no lease: nothing to reclaim"
+        assert in_flight > 0, "the consumer died holding no lease: nothing to bring back"
         figures = check_invariants(load, backend, processors, drain_timeout=25)
         assert figures.accepted > 100
     finally:

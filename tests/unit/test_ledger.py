@@ -1,6 +1,7 @@
 import random
 
-from services.cache.ledger import Ledger, ProcessorLedger, Totals
+from services.cache.memory.ledger import Ledger, ProcessorLedger
+from services.cache.store import Totals
 
 
 def brute(rows: list[tuple[int, int]], from_us: int | None, to_us: int | None) -> Totals:

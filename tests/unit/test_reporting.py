@@ -20,12 +20,12 @@ class CacheCalls:
         self.requeued: list[pb.Retry] = []
         self.entered = asyncio.Event()
 
-    async def _call(self, name: str, count: int) -> pb.Empty:
+    async def _call(self, name: str, count: int) -> None:
         self.entered.set()
         if name in self.hang:
             await asyncio.Event().wait()
         self.taken[name] += count
-        return pb.Empty()
+        return None
 
     def Complete(self, request: pb.CompleteRequest, **_: object):  # noqa: N802 (the RPC's name)
         return self._call("Complete", len(request.completions))

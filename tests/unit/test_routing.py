@@ -57,16 +57,3 @@ def test_health_report_overrides_observed_state() -> None:
     assert r.states["default"].min_response_time_ms == 20
     r.health("default", failing=True, min_response_time_ms=20, checked_at_ms=6)
     assert not r.usable()
-
-
-def test_wait_for_health_returns_once_every_processor_has_reported() -> None:
-    async def scenario() -> tuple[bool, bool]:
-        r = router("patient")
-        r.health("default", False, 0, 1)
-        partial = await r.wait_for_health(0.05)  # fallback never reported
-        later = asyncio.get_running_loop().call_later(0.01, r.health, "fallback", False, 20, 2)
-        complete = await r.wait_for_health(2.0)
-        later.cancel()
-        return partial, complete
-
-    assert asyncio.run(scenario()) == (False, True)

@@ -1,7 +1,5 @@
-import asyncio
-
-from services.cache.store import Completed, State, Store
-from services.cache.ledger import Totals
+from services.cache.memory.state import MemoryState as Store
+from services.cache.store import Completed, State, Totals
 
 
 def ids(entries) -> list[str]:
@@ -76,17 +74,6 @@ def test_purge_forgets_everything() -> None:
     assert store.submit([("a", 1)]) == (1, 0)
 
 
-def test_long_poll_wakes_on_submit() -> None:
-    async def scenario() -> list[str]:
-        store = Store()
-        waiter = asyncio.create_task(store.take_waiting(5, 2.0))
-        await asyncio.sleep(0.01)
-        store.submit([("a", 1)])
-        return ids(await asyncio.wait_for(waiter, 1.0))
-
-    assert asyncio.run(scenario()) == ["a"]
-
-
 def test_a_hand_back_from_an_expired_lease_does_not_cancel_the_current_one() -> None:
     store = Store(lease_seconds=10)
     store.submit([("a", 1)])
@@ -112,16 +99,12 @@ def test_a_hand_back_re_sent_after_a_lost_reply_is_ignored_once_lent_again() -> 
     assert store.requeue("a", (), 0, now=0.0, lease=again.attempts)
 
 
-def test_reclaim_shortens_the_leases_of_a_gone_consumer_and_keeps_the_callers() -> None:
+def test_the_leases_of_gone_holders_come_back_and_the_others_stay() -> None:
     store = Store(lease_seconds=60)
-    store.submit([("old", 1), ("soon", 1), ("mine", 1)])
+    store.submit([("gone", 1), ("mine", 1)])
     store.take(1, now=0.0, holder="dead")
-    store.take(1, now=-58.0, holder="dead")  # due at 2.0, sooner than the settle
     store.take(1, now=0.0, holder="me")
-    assert store.reclaim("me", settle_seconds=5.0, now=1.0) == 1
-    assert store.expire_leases(now=2.0) == 1  # "soon" kept its own deadline
-    assert store.expire_leases(now=5.9) == 0
-    assert store.expire_leases(now=6.0) == 1  # "old", 5 s after the reclaim, not 60
-    assert [e.correlation_id for e in store.take(5, now=6.0)] == ["old", "soon"]
-    assert store.lookup("old").check == ("default", "fallback")  # the dead one may have sent it
+    assert store.expire_leases(now=1.0, holders=frozenset({"dead"})) == 1
+    assert [e.correlation_id for e in store.take(5, now=1.0)] == ["gone"]
+    assert store.lookup("gone").check == ("default", "fallback")  # the dead one may have sent it
     assert store.lookup("mine").state is State.LEASED and store.lookup("mine").lease_until == 60.0

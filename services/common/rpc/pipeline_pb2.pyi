@@ -100,19 +100,73 @@ class RequeueReply(_message.Message):
     requeued: int
     def __init__(self, requeued: _Optional[int] = ...) -> None: ...
 
-class ReclaimRequest(_message.Message):
-    __slots__ = ("consumer", "settle_ms")
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("consumer", "ttl_ms", "settle_ms", "stats", "leaving")
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
     SETTLE_MS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     consumer: str
+    ttl_ms: int
     settle_ms: int
-    def __init__(self, consumer: _Optional[str] = ..., settle_ms: _Optional[int] = ...) -> None: ...
+    stats: ConsumerStats
+    leaving: bool
+    def __init__(self, consumer: _Optional[str] = ..., ttl_ms: _Optional[int] = ..., settle_ms: _Optional[int] = ..., stats: _Optional[_Union[ConsumerStats, _Mapping]] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
-class ReclaimReply(_message.Message):
-    __slots__ = ("reclaimed",)
-    RECLAIMED_FIELD_NUMBER: _ClassVar[int]
-    reclaimed: int
-    def __init__(self, reclaimed: _Optional[int] = ...) -> None: ...
+class PollerLease(_message.Message):
+    __slots__ = ("processor", "token")
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    processor: str
+    token: int
+    def __init__(self, processor: _Optional[str] = ..., token: _Optional[int] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("leads", "health")
+    LEADS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    leads: _containers.RepeatedCompositeFieldContainer[PollerLease]
+    health: _containers.RepeatedCompositeFieldContainer[ProcessorHealth]
+    def __init__(self, leads: _Optional[_Iterable[_Union[PollerLease, _Mapping]]] = ..., health: _Optional[_Iterable[_Union[ProcessorHealth, _Mapping]]] = ...) -> None: ...
+
+class PollClaim(_message.Message):
+    __slots__ = ("processor", "token", "interval_ms")
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    processor: str
+    token: int
+    interval_ms: int
+    def __init__(self, processor: _Optional[str] = ..., token: _Optional[int] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class PollGrant(_message.Message):
+    __slots__ = ("wait_ms",)
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    wait_ms: int
+    def __init__(self, wait_ms: _Optional[int] = ...) -> None: ...
+
+class HealthReport(_message.Message):
+    __slots__ = ("processor", "token", "answered", "failing", "min_response_time_ms", "retry_after_ms")
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    FAILING_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESPONSE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    processor: str
+    token: int
+    answered: bool
+    failing: bool
+    min_response_time_ms: int
+    retry_after_ms: int
+    def __init__(self, processor: _Optional[str] = ..., token: _Optional[int] = ..., answered: _Optional[bool] = ..., failing: _Optional[bool] = ..., min_response_time_ms: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class HealthAck(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    def __init__(self, accepted: _Optional[bool] = ...) -> None: ...
 
 class SummaryRequest(_message.Message):
     __slots__ = ("from_us", "to_us")
@@ -211,7 +265,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues")
+    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues", "late_completions", "consumers", "per_consumer")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +275,9 @@ class StatsReply(_message.Message):
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     STALE_REQUEUES_FIELD_NUMBER: _ClassVar[int]
+    LATE_COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    PER_CONSUMER_FIELD_NUMBER: _ClassVar[int]
     queued: int
     delayed: int
     in_flight: int
@@ -230,8 +287,7 @@ class StatsReply(_message.Message):
     duplicates: int
     consumer: ConsumerStats
     stale_requeues: int
-    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ...) -> None: ...
-
-class Empty(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    late_completions: int
+    consumers: int
+    per_consumer: _containers.RepeatedCompositeFieldContainer[ConsumerStats]
+    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ..., late_completions: _Optional[int] = ..., consumers: _Optional[int] = ..., per_consumer: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ...) -> None: ...

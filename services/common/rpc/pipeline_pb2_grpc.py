@@ -59,11 +59,6 @@ class CacheStub:
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.SerializeToString,
                 response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.FromString,
                 _registered_method=True)
-        self.Reclaim = channel.unary_unary(
-                '/pipeline.v1.Cache/Reclaim',
-                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimRequest.SerializeToString,
-                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimReply.FromString,
-                _registered_method=True)
         self.Summary = channel.unary_unary(
                 '/pipeline.v1.Cache/Summary',
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.SummaryRequest.SerializeToString,
@@ -84,10 +79,20 @@ class CacheStub:
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.StatsRequest.SerializeToString,
                 response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.StatsReply.FromString,
                 _registered_method=True)
-        self.PublishConsumerStats = channel.unary_unary(
-                '/pipeline.v1.Cache/PublishConsumerStats',
-                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ConsumerStats.SerializeToString,
-                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.Empty.FromString,
+        self.Heartbeat = channel.unary_unary(
+                '/pipeline.v1.Cache/Heartbeat',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HeartbeatReply.FromString,
+                _registered_method=True)
+        self.ClaimHealthPoll = channel.unary_unary(
+                '/pipeline.v1.Cache/ClaimHealthPoll',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.PollClaim.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.PollGrant.FromString,
+                _registered_method=True)
+        self.ReportHealth = channel.unary_unary(
+                '/pipeline.v1.Cache/ReportHealth',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthReport.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthAck.FromString,
                 _registered_method=True)
 
 
@@ -127,13 +132,6 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Reclaim(self, request, context):
-        """Called once by a consumer as it starts (one consumer per cache).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def Summary(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -158,7 +156,19 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PublishConsumerStats(self, request, context):
+    def Heartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimHealthPoll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportHealth(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,11 +202,6 @@ def add_CacheServicer_to_server(servicer, server):
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.FromString,
                     response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.SerializeToString,
             ),
-            'Reclaim': grpc.unary_unary_rpc_method_handler(
-                    servicer.Reclaim,
-                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimRequest.FromString,
-                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimReply.SerializeToString,
-            ),
             'Summary': grpc.unary_unary_rpc_method_handler(
                     servicer.Summary,
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.SummaryRequest.FromString,
@@ -217,10 +222,20 @@ def add_CacheServicer_to_server(servicer, server):
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.StatsRequest.FromString,
                     response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.StatsReply.SerializeToString,
             ),
-            'PublishConsumerStats': grpc.unary_unary_rpc_method_handler(
-                    servicer.PublishConsumerStats,
-                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ConsumerStats.FromString,
-                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.Empty.SerializeToString,
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HeartbeatRequest.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HeartbeatReply.SerializeToString,
+            ),
+            'ClaimHealthPoll': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimHealthPoll,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.PollClaim.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.PollGrant.SerializeToString,
+            ),
+            'ReportHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportHealth,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthReport.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,33 +384,6 @@ class Cache:
             _registered_method=True)
 
     @staticmethod
-    def Reclaim(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/pipeline.v1.Cache/Reclaim',
-            services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimRequest.SerializeToString,
-            services_dot_common_dot_rpc_dot_pipeline__pb2.ReclaimReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def Summary(request,
             target,
             options=(),
@@ -504,7 +492,7 @@ class Cache:
             _registered_method=True)
 
     @staticmethod
-    def PublishConsumerStats(request,
+    def Heartbeat(request,
             target,
             options=(),
             channel_credentials=None,
@@ -517,9 +505,63 @@ class Cache:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/pipeline.v1.Cache/PublishConsumerStats',
-            services_dot_common_dot_rpc_dot_pipeline__pb2.ConsumerStats.SerializeToString,
-            services_dot_common_dot_rpc_dot_pipeline__pb2.Empty.FromString,
+            '/pipeline.v1.Cache/Heartbeat',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.HeartbeatRequest.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.HeartbeatReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimHealthPoll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/ClaimHealthPoll',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.PollClaim.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.PollGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/ReportHealth',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.HealthReport.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.HealthAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,14 +11,9 @@ tail.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
 from itertools import accumulate
 
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    count: int
-    amount_cents: int
+from services.cache.store import Totals
 
 
 class ProcessorLedger:

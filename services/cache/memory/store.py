@@ -1,0 +1,147 @@
+"""``MemoryStore``: the ``CacheStore`` of one cache process.
+
+The state lives in this process (``MemoryState``, ``Liveness``); durability is
+the journal's, which this store alone owns: every call that changed the state
+returns only once its records are written (group commit, ``journal.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.cache.memory.journal import Journal
+from services.cache.memory.liveness import Liveness
+from services.cache.memory.state import MemoryState
+from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record,
+                                  StoreStats, Submitted, Totals)
+from services.common import logs
+from services.common.payment import PROCESSORS
+from services.common.timefmt import now_ms
+
+log = logging.getLogger("cache.memory")
+
+
+class MemoryStore:
+    def __init__(self, *, lease_ms: int, journal_path: Path | None = None, fsync: str = "interval",
+                 compact_bytes: int = 64 << 20) -> None:
+        self.state = MemoryState(lease_seconds=lease_ms / 1000)
+        self.liveness = Liveness(PROCESSORS)
+        self.journal = (Journal(journal_path, fsync=fsync, compact_bytes=compact_bytes)
+                        if journal_path is not None else None)
+        self._fsync_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        journal = self.journal
+        if journal is None:
+            return
+        replayed = journal.replay_into(self.state)
+        journal.rewrite(journal.snapshot(self.state))
+        self.state.journal = journal
+        self._fsync_task = asyncio.create_task(journal.fsync_forever())
+        log.info("journal replayed", extra=logs.fields(records=replayed, queued=self.state.queued,
+                                                       leased=len(self.state.leased)))
+
+    async def close(self) -> None:
+        if self._fsync_task is not None:
+            self._fsync_task.cancel()
+        if self.journal is not None:
+            self.journal.close()
+
+    async def _durable(self) -> None:
+        """Return only once the changes just made are in the journal."""
+        if self.journal is not None:
+            await self.journal.committed()
+
+    async def submit(self, payments: Sequence[tuple[str, int]]) -> Submitted:
+        new, duplicates = self.state.submit(payments)
+        await self._durable()
+        return Submitted(new, duplicates, self.state.backlog)
+
+    async def take(self, limit: int, holder: str, wait_seconds: float) -> list[Lent]:
+        state = self.state
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            taken = state.take(limit, holder=holder)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.work.wait(), min(remaining, state.until_next_due()))
+        lent = [Lent(e.correlation_id, e.amount_cents, e.check, e.attempts) for e in taken]
+        await self._durable()
+        return lent
+
+    async def complete(self, results: Sequence[Completed]) -> tuple[int, int]:
+        counts = self.state.complete(results)
+        await self._durable()
+        return counts
+
+    async def requeue(self, handbacks: Sequence[HandBack]) -> int:
+        count = sum(self.state.requeue(h.correlation_id, h.check, h.delay_ms / 1000, lease=h.lease)
+                    for h in handbacks)
+        await self._durable()
+        return count
+
+    async def expire(self) -> int:
+        """Expire leases; compact the journal when it has grown too big. A failed
+        compaction (disk full) is logged and tried again next time."""
+        now = time.monotonic()
+        expired = self.state.expire_leases(now, self.liveness.lapsed(now))
+        journal = self.journal
+        if journal is not None and journal.needs_compaction:
+            try:
+                journal.rewrite(journal.snapshot(self.state))
+            except OSError as exc:
+                log.error("journal compaction failed", extra=logs.fields(error=repr(exc)))
+        return expired
+
+    async def heartbeat(self, beat: Beat) -> Pulse:
+        leads = self.liveness.beat(beat.consumer, beat.ttl_ms / 1000, beat.settle_ms / 1000,
+                                   beat.stats, beat.leaving, time.monotonic())
+        return Pulse(leads, self.liveness.known_health())
+
+    async def claim_poll(self, processor: str, token: int, interval_ms: int) -> int:
+        wait = self.liveness.claim_poll(processor, token, interval_ms / 1000, time.monotonic())
+        return -1 if wait < 0 else math.ceil(wait * 1000)
+
+    async def report_health(self, processor: str, token: int, failing: bool | None,
+                            min_response_time_ms: int = 0, retry_after_ms: int = 0) -> bool:
+        health = (None if failing is None
+                  else Health(processor, failing, min_response_time_ms, now_ms()))
+        return self.liveness.report(processor, token, health, retry_after_ms / 1000, time.monotonic())
+
+    async def health(self) -> tuple[Health, ...]:
+        return self.liveness.known_health()
+
+    async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
+        return {name: self.state.totals(name, from_us, to_us) for name in PROCESSORS}
+
+    async def lookup(self, correlation_id: str) -> Record | None:
+        entry = self.state.lookup(correlation_id)
+        if entry is None:
+            return None
+        return Record(entry.correlation_id, entry.state, entry.amount_cents, entry.attempts,
+                      entry.processor, entry.requested_at_ms)
+
+    async def purge(self) -> int:
+        purged = self.state.purge()
+        if self.journal is not None:
+            self.journal.rewrite(self.journal.snapshot(self.state))
+        return purged
+
+    async def stats(self) -> StoreStats:
+        state, counters = self.state, self.state.counters
+        return StoreStats(queued=state.queued, delayed=state.delayed_count, leased=len(state.leased),
+                          backlog=state.backlog, requeued=counters.requeued,
+                          duplicates=counters.duplicates, stale_requeues=counters.stale_requeues,
+                          late_completions=counters.late_completions,
+                          consumers=len(self.liveness.alive(time.monotonic())))
+
+    async def consumer_stats(self) -> list[bytes]:
+        return [h.stats for h in self.liveness.alive(time.monotonic()) if h.stats]
