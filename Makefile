@@ -1,16 +1,20 @@
 # Two commands matter: `make run` (the whole stack on :9999) and `make test`.
 # Both install what they need on a fresh clone.
+# STORE=redis NODES=2 (make run, make chaos; `make cluster` is the short form)
+# runs the scaled-out stack: N nodes over one Redis (tools/stack.py).
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= /tmp/rinha-run
+STORE  ?= memory
+NODES  ?= 1
 export RUN_DIR
 
-.PHONY: install run stop test unit integration bench drain chaos stubs up down clean
+.PHONY: install nginx redis run cluster stop test unit integration bench drain chaos stubs up down clean
 
-install: $(STAMP) nginx
+install: $(STAMP) nginx redis
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +28,18 @@ nginx:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; }
 
+# Debian's redis-server (the shared store of STORE=redis), installed only when missing.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
 run: install
-	$(PY) -m tools.stack run
+	$(PY) -m tools.stack run --store $(STORE) --nodes $(NODES)
+
+# Two nodes over one Redis: node 1 on :9999, node 2 on :9998.
+cluster: install
+	$(PY) -m tools.stack run --store redis --nodes 2
 
 stop:
 	@$(PY) -m tools.stack stop
@@ -48,7 +62,7 @@ drain: install
 
 # Kill and restart every service in turn under load, then check the invariants.
 chaos: install
-	$(PY) -m tools.chaos
+	$(PY) -m tools.chaos --store $(STORE) --nodes $(NODES)
 
 # Regenerate the gRPC stubs from protos/ (tests fail if they are stale).
 stubs: $(STAMP)

@@ -21,13 +21,18 @@ Where the contract is silent, the choices are:
   JSON number are accepted, as nothing downstream depends on stricter checks;
 * amounts are rounded half away from zero on the decimal the client wrote, as a
   ``NUMERIC(…, 2)`` column would;
-* an empty ``from``/``to`` counts as missing.
+* an empty ``from``/``to`` counts as missing;
+* ``GET /admin/health-calls`` (not in the contract, token-guarded) lists the
+  arrival time (epoch ms) of every health call since the last admin purge,
+  429s included, so a test can check that a system of several consumers
+  keeps to the shared budget instead of relying on being refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -140,6 +145,8 @@ class Processor:
         self.delay_ms = 0
         self.failing = False
         self.payments: dict[str, Payment] = {}
+        # Arrival of every health call (epoch ms), answered or refused, since the last purge.
+        self.health_calls: list[int] = []
         self.gate = ConcurrencyGate(settings.max_running, settings.max_waiting)
         self.health = FixedWindowLimiter(settings.health_window_seconds, settings.health_queue)
 
@@ -287,6 +294,7 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
                       "requestedAt": format_ms(stored.requested_at_us // 1000)})
 
     async def health(request: web.Request) -> web.Response:
+        proc.health_calls.append(int(time.time() * 1000))
         loop = asyncio.get_running_loop()
         wait = proc.health.claim(loop.time())
         if wait is None:
@@ -330,7 +338,11 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
 
     async def purge(request: web.Request) -> web.Response:
         proc.payments.clear()
+        proc.health_calls.clear()
         return _json(_PURGED)
+
+    async def health_calls(request: web.Request) -> web.Response:
+        return _json({"calls": proc.health_calls})
 
     app.router.add_post("/payments", pay)
     app.router.add_get("/payments/service-health", health)
@@ -340,4 +352,5 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
     app.router.add_put("/admin/configurations/delay", admin(setter("delay", "delay_ms", _is_delay, "an integer >= 0 (ms)")))
     app.router.add_put("/admin/configurations/failure", admin(setter("failure", "failing", _is_flag, "a boolean")))
     app.router.add_post("/admin/purge-payments", admin(purge))
+    app.router.add_get("/admin/health-calls", admin(health_calls))
     return app

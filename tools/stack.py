@@ -6,12 +6,34 @@ PROCESSOR_DEFAULT_URL and PROCESSOR_FALLBACK_URL are set), the cache, two apis,
 the consumer and the real nginx from the repo's nginx.conf rendered for local
 paths, then waits; Ctrl-C or SIGTERM stops everything it started.
 ``python -m tools.stack stop`` stops a stack started elsewhere, by its pidfiles.
+
+``STORE=redis NODES=2`` (or ``--store redis --nodes 2``) starts the scaled-out
+form of docker-compose.redis.yml instead: one redis-server (AOF on, a unix
+socket in RUN_DIR/redis) and N *nodes*, each its own nginx, two apis, a cache
+front (CACHE_STORE=redis, all on that one Redis) and a consumer; one pair of
+stand-ins serves every node.
+
+Names and places. Node 1 is the single-node stack, unchanged: its services are
+"cache", "api1", "api2", "consumer", "nginx", its files directly in RUN_DIR,
+its nginx on PORT, so every test and tool written for one node works on
+node 1 of a cluster. Node i > 1 prefixes its names ("n2.consumer"), keeps its
+sockets, spools and nginx files in RUN_DIR/n<i> and listens on PORT - (i - 1):
+9999, 9998, ... as docker-compose.redis.yml publishes them. Counting down keeps
+the nodes away from the stand-ins' 8001/8002 on the default ports; a stack
+whose ports would collide anyway (PORT=8003 with two nodes) refuses to start.
+Logs and pidfiles of every node go to RUN_DIR/logs and RUN_DIR/pids under
+those names (nginx's error log stays in its node's directory); Redis' own log
+is RUN_DIR/redis/redis.log, its AOF RUN_DIR/redis/appendonlydir. "node2"
+names a whole node to kill (all its processes at once) or restart; "redis"
+the store (a restart replays the AOF).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,7 +42,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -29,10 +51,27 @@ from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from tools import nginx_conf
 from tools.cgroups import Cgroup, Limit
+from tools.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = Path(os.environ.get("RUN_DIR", "/tmp/rinha-run"))
-STOP_ORDER = ("nginx", "api1", "api2", "consumer", "cache", "processor-default", "processor-fallback")
+# By service, whatever the node: every node's nginx first, Redis after the
+# last cache front that writes to it.
+STOP_ORDER = ("nginx", "api1", "api2", "consumer", "cache", "redis", "processor-default", "processor-fallback")
+STORES = ("memory", "redis")
+NODE_NAME = re.compile(r"n(\d+)\.(.+)")
+WHOLE_NODE = re.compile(r"node(\d+)")
+
+
+def node_name(node: int, service: str) -> str:
+    """"cache" on node 1 (the names the single-node stack always had), "n2.cache" on node 2."""
+    return service if node == 1 else f"n{node}.{service}"
+
+
+def split_name(name: str) -> tuple[int, str]:
+    """("n2.cache" | "n1.cache" | "cache") -> (node, service); "redis" and the stand-ins are node 1's."""
+    match = NODE_NAME.fullmatch(name)
+    return (int(match[1]), match[2]) if match else (1, name)
 
 
 class StackError(RuntimeError):
@@ -53,8 +92,20 @@ class StackConfig:
     limits: dict[str, Limit] = field(default_factory=dict)
     # nginx alone with static answers (and the stand-ins): the latency floor.
     floor: bool = False
-    # Which of our services to start (the stand-ins start whenever they are used).
+    # Which of our services to start on each node (the stand-ins start whenever they are used).
     services: tuple[str, ...] = ("cache", "api1", "api2", "consumer", "nginx")
+    # "memory": the cache holds the state (journal on disk), one node only.
+    # "redis": every node's cache is a front over one redis-server the stack runs.
+    store: str = "memory"
+    nodes: int = 1
+    # Redis' appendfsync (everysec, always, no).
+    redis_appendfsync: str = field(default_factory=lambda: os.environ.get("REDIS_APPENDFSYNC", "everysec"))
+
+    def __post_init__(self) -> None:
+        if self.store not in STORES:
+            raise StackError(f"store must be one of {STORES}, not {self.store!r}")
+        if self.nodes < 1 or (self.store == "memory" and self.nodes != 1):
+            raise StackError(f"nodes={self.nodes}: memory mode runs exactly one node, redis mode one or more")
 
     @property
     def runs_standins(self) -> bool:
@@ -71,6 +122,18 @@ class StackConfig:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def node_port(self, node: int) -> int:
+        """Counting down from ``port`` (module docstring: why)."""
+        return self.port - (node - 1)
+
+    def node_url(self, node: int) -> str:
+        return f"http://127.0.0.1:{self.node_port(node)}"
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every node's nginx, node 1 first."""
+        return [self.node_url(node) for node in range(1, self.nodes + 1)]
+
     @classmethod
     def from_env(cls) -> StackConfig:
         return cls(
@@ -78,6 +141,8 @@ class StackConfig:
             port=int(os.environ.get("PORT", "9999")),
             default_url=os.environ.get("PROCESSOR_DEFAULT_URL") or None,
             fallback_url=os.environ.get("PROCESSOR_FALLBACK_URL") or None,
+            store=os.environ.get("STORE") or "memory",
+            nodes=int(os.environ.get("NODES") or "1"),
         )
 
 
@@ -123,31 +188,56 @@ class Stack:
         self.pid_dir = self.run_dir / "pids"
         self.log_dir = self.run_dir / "logs"
         self.cgroups = {name: Cgroup(name, limit) for name, limit in config.limits.items()}
+        # Redis mode only: its command line, socket and readiness; the process
+        # itself is self.procs["redis"], like any other service's.
+        self.redis = (RedisServer(self.run_dir / "redis", appendfsync=config.redis_appendfsync)
+                      if config.store == "redis" else None)
+        # Services stopped with SIGSTOP and not continued since.
+        self.frozen: set[str] = set()
 
     # -- paths --------------------------------------------------------------
+    def node_dir(self, node: int) -> Path:
+        return self.run_dir if node == 1 else self.run_dir / f"n{node}"
+
     def socket(self, name: str) -> Path:
-        return self.run_dir / f"{name}.sock"
+        node, service = split_name(name)
+        return self.node_dir(node) / f"{service}.sock"
 
     @property
     def cache_address(self) -> str:
-        return f"unix:{self.socket('cache')}"
+        return self.cache_address_of(1)
+
+    def cache_address_of(self, node: int) -> str:
+        return f"unix:{self.socket(node_name(node, 'cache'))}"
 
     def log(self, name: str) -> Path:
+        if name == "redis" and self.redis is not None:
+            return self.redis.log  # redis-server writes its own (--logfile); stdout is appended to it
         return self.log_dir / f"{name}.log"
+
+    def node_services(self, node: int) -> list[str]:
+        """Node ``node``'s service names, in start order."""
+        return [node_name(node, service) for service in self.config.services]
 
     # -- lifecycle ------------------------------------------------------------
     def ports(self) -> list[int]:
         """The TCP ports this stack will listen on."""
-        ports = [self.config.port] if "nginx" in self.config.services else []
+        nodes = range(1, self.config.nodes + 1)
+        ports = [self.config.node_port(node) for node in nodes] if "nginx" in self.config.services else []
         if self.config.runs_standins:
             ports += [self.config.default_port, self.config.fallback_port]
         return ports
 
     def start(self) -> Stack:
+        ports = self.ports()
+        clashing = sorted({port for port in ports if ports.count(port) > 1})
+        if clashing:
+            raise StackError(f"port(s) {', '.join(map(str, clashing))} would be used twice by this stack "
+                             f"(node i listens on PORT - (i - 1)): choose another PORT")
         # A second stack on the same ports would not fail: nginx binds with
         # SO_REUSEPORT and shares the traffic, and a stand-in that cannot bind
         # looks up because the other stack's stand-in answers on its port.
-        taken = [port for port in self.ports() if port_open(port)]
+        taken = [port for port in ports if port_open(port)]
         if taken:
             raise StackError(f"port(s) {', '.join(map(str, taken))} already in use: another stack is running")
         for directory in (self.run_dir, self.pid_dir, self.log_dir):
@@ -156,15 +246,22 @@ class Stack:
             if self.config.runs_standins:
                 self.start_standin("default", self.config.default_port, 0.05)
                 self.start_standin("fallback", self.config.fallback_port, 0.15)
-            for name in self.config.services:
-                if name == "nginx":
-                    self.start_nginx()
-                elif not self.config.floor:
-                    self.start_service(name)
+            if self.redis is not None and not self.config.floor:
+                self.start_redis()
+            for node in range(1, self.config.nodes + 1):
+                self.start_node(node)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def start_node(self, node: int) -> None:
+        self.node_dir(node).mkdir(parents=True, exist_ok=True)
+        for name in self.node_services(node):
+            if split_name(name)[1] == "nginx":
+                self.start_nginx(node)
+            elif not self.config.floor:
+                self.start_service(name)
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -173,15 +270,19 @@ class Stack:
         self.stop()
 
     def service_env(self, name: str) -> dict[str, str]:
+        node, service = split_name(name)
         default_url, fallback_url = self.config.processor_urls
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
-               "CACHE_ADDRESS": self.cache_address,
+               "CACHE_ADDRESS": self.cache_address_of(node),
                "PROCESSOR_DEFAULT_URL": default_url, "PROCESSOR_FALLBACK_URL": fallback_url}
-        if name == "cache":
-            env["CACHE_JOURNAL"] = str(self.run_dir / "cache" / "journal.log")
-        if name.startswith("api"):
+        if service == "cache":
+            env["CACHE_STORE"] = self.config.store
+            env["CACHE_JOURNAL"] = str(self.node_dir(node) / "cache" / "journal.log")
+            if self.redis is not None:
+                env["REDIS_URL"] = self.redis.url
+        if service.startswith("api"):
             env["API_LISTEN"] = f"unix:{self.socket(name)}"
-            env["API_SPOOL_DIR"] = str(self.run_dir / "spool" / name)
+            env["API_SPOOL_DIR"] = str(self.node_dir(node) / "spool" / service)
         env.update(self.config.env)
         env.update(self.config.service_env.get(name, {}))
         env["PYTHONPATH"] = str(REPO)
@@ -196,6 +297,7 @@ class Stack:
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=cgroup.enter if cgroup else None)
         self.procs[name] = proc
+        self.frozen.discard(name)
         (self.pid_dir / f"{name}.pid").write_text(str(proc.pid))
         return proc
 
@@ -212,58 +314,132 @@ class Stack:
                            "--fee", str(fee), "--name", role])
         wait_until(lambda: self._check_alive(name) and port_open(port), 15, name, self.log(name))
 
+    def start_redis(self) -> None:
+        """redis-server with RedisServer's command line, but spawned like every
+        other service (pidfile, process group), so that kill, restart, stop
+        and ``make stop`` treat it alike. A restart replays its AOF; it is up
+        once it answers PING, i.e. once that replay is done."""
+        assert self.redis is not None
+        redis = self.redis
+        redis.directory.mkdir(parents=True, exist_ok=True)
+        redis.socket.unlink(missing_ok=True)
+        self._spawn("redis", redis.argv(), env=dict(os.environ))
+        wait_until(lambda: self._check_alive("redis") and redis.ready(), 30, "redis", redis.log)
+
     def start_service(self, name: str) -> None:
-        module = "api" if name.startswith("api") else name
+        node, service = split_name(name)
+        module = "api" if service.startswith("api") else service
         sock = self.socket(name)
-        if sock.exists() and name != "consumer":
+        if sock.exists() and service != "consumer":
             sock.unlink()
         self._spawn(name, [sys.executable, "-m", f"services.{module}"])
-        if name == "consumer":
+        if service == "consumer":
             since_ms = int(time.time() * 1000) - 1
-            wait_until(lambda: self._check_alive(name) and self.consumer_published_since(since_ms),
+            wait_until(lambda: self._check_alive(name) and self.consumer_published_since(since_ms, node),
                        15, name, self.log(name))
         else:
             wait_until(lambda: self._check_alive(name) and sock.exists(), 15, name, self.log(name))
 
-    def consumer_published_since(self, since_ms: int) -> bool:
-        """The consumer is up once it has published its stats to the cache."""
-        with grpc.insecure_channel(self.cache_address) as channel:
+    def consumer_published_since(self, since_ms: int, node: int = 1) -> bool:
+        """The consumer is up once it has published its stats to the cache.
+
+        With several nodes the stats carry every consumer's, and nothing tells
+        which is which; so: once as many consumers have published since
+        ``since_ms`` as this stack runs unfrozen (the new one is among them;
+        the others beat every ttl / 3 anyway, and a dead one cannot)."""
+        with grpc.insecure_channel(self.cache_address_of(node)) as channel:
             try:
                 reply = pipeline_pb2_grpc.CacheStub(channel).Stats(pb.StatsRequest(), timeout=1)
             except grpc.RpcError:
                 return False
-        return reply.consumer.published_at_ms >= since_ms
+        if self.config.nodes == 1:
+            return reply.consumer.published_at_ms >= since_ms
+        publishing = sum(1 for one in reply.per_consumer if one.published_at_ms >= since_ms)
+        return publishing >= self.live_consumers()
 
-    def start_nginx(self) -> None:
-        conf = nginx_conf.write(self.run_dir, listen_port=self.config.port, floor=self.config.floor)
-        self._spawn("nginx", [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir),
-                              "-g", "daemon off;"], env=dict(os.environ))
-        wait_until(lambda: self._check_alive("nginx") and http_ok(f"{self.config.base_url}/health"),
-                   15, "nginx", self.log("nginx"))
+    def live_consumers(self) -> int:
+        return sum(1 for name, proc in self.procs.items()
+                   if split_name(name)[1] == "consumer" and proc.poll() is None and name not in self.frozen)
+
+    def start_nginx(self, node: int = 1) -> None:
+        name, directory = node_name(node, "nginx"), self.node_dir(node)
+        conf = nginx_conf.write(directory, listen_port=self.config.node_port(node), floor=self.config.floor)
+        self._spawn(name, [nginx_binary(), "-c", str(conf), "-p", str(directory),
+                           "-g", "daemon off;"], env=dict(os.environ))
+        wait_until(lambda: self._check_alive(name) and http_ok(f"{self.config.node_url(node)}/health"),
+                   15, name, self.log(name))
+
+    def _targets(self, name: str) -> list[str]:
+        """"node2" -> every service of node 2; "n1.cache" -> "cache"; anything else as it is."""
+        whole = WHOLE_NODE.fullmatch(name)
+        if whole:
+            node = int(whole[1])
+            if not 1 <= node <= self.config.nodes:
+                raise KeyError(name)
+            return [n for n in self.node_services(node) if n in self.procs]
+        name = node_name(*split_name(name))
+        if name not in self.procs:
+            raise KeyError(name)
+        return [name]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal a service's whole process group (nginx's workers included)."""
-        proc = self.procs[name]
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=30)
+        """Signal a service's whole process group (nginx's workers included)
+        and wait for it to exit; SIGSTOP and SIGCONT return at once (``freeze``,
+        ``thaw``). "node2" signals every service of node 2 at once, as when a
+        machine is lost, then waits for them all."""
+        running = [n for n in self._targets(name) if self.procs[n].poll() is None]
+        for target in running:
+            pid = self.procs[target].pid
+            os.killpg(pid, sig)
+            if sig == signal.SIGSTOP:
+                self.frozen.add(target)
+            elif target in self.frozen:  # SIGCONT, or a stopped process must run to act on SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGCONT)
+                self.frozen.discard(target)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            for target in running:
+                self.procs[target].wait(timeout=30)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP: alive to the kernel, silent to everyone else (a long GC
+        pause, a VM stall)."""
+        self.kill(name, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        self.kill(name, signal.SIGCONT)
 
     def restart(self, name: str) -> None:
+        """SIGTERM (if it still runs), then start it again; "node2" restarts
+        the whole node: stopped in stop order, started in start order."""
+        whole = WHOLE_NODE.fullmatch(name)
+        if whole:
+            node = int(whole[1])
+            for target in sorted(self._targets(name), key=_stop_rank):
+                self.kill(target, signal.SIGTERM)
+            self.start_node(node)
+            return
+        name = node_name(*split_name(name))
         self.kill(name, signal.SIGTERM)
-        if name == "nginx":
-            self.start_nginx()
+        node, service = split_name(name)
+        if service == "nginx":
+            self.start_nginx(node)
         elif name.startswith("processor-"):
             role = name.removeprefix("processor-")
             port = self.config.default_port if role == "default" else self.config.fallback_port
             self.start_standin(role, port, 0.05 if role == "default" else 0.15)
+        elif name == "redis":
+            self.start_redis()
         else:
             self.start_service(name)
 
     def stop(self, timeout: float = 15.0) -> None:
-        for name in sorted(self.procs, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else 99):
+        for name in sorted(self.procs, key=_stop_rank):
             proc = self.procs[name]
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+                if name in self.frozen:
+                    proc.send_signal(signal.SIGCONT)
                 try:
                     proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -271,8 +447,15 @@ class Stack:
                     proc.wait()
             (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
         self.procs.clear()
+        self.frozen.clear()
         for cgroup in self.cgroups.values():
             cgroup.remove()
+
+
+def _stop_rank(name: str) -> tuple[int, int]:
+    """Every node's nginx first, then every node's apis, ...; Redis after the caches."""
+    node, service = split_name(name)
+    return (STOP_ORDER.index(service) if service in STOP_ORDER else 99, node)
 
 
 def stop_by_pidfiles(run_dir: Path) -> int:
@@ -286,7 +469,7 @@ def stop_by_pidfiles(run_dir: Path) -> int:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             cmdline = b""
-        if pid and any(mark in cmdline for mark in (b"services.", b"standin", b"nginx")):
+        if pid and any(mark in cmdline for mark in (b"services.", b"standin", b"nginx", b"redis-server")):
             os.kill(pid, signal.SIGTERM)
             stopped += 1
         pidfile.unlink()
@@ -296,8 +479,15 @@ def stop_by_pidfiles(run_dir: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.stack")
     parser.add_argument("command", choices=("run", "stop"))
+    parser.add_argument("--store", choices=STORES, help="memory (default) or redis; or STORE=")
+    parser.add_argument("--nodes", type=int, help="nodes over one Redis (redis store only); or NODES=")
     args = parser.parse_args()
-    config = StackConfig.from_env()
+    try:
+        config = StackConfig.from_env()
+        if args.store or args.nodes:
+            config = replace(config, store=args.store or config.store, nodes=args.nodes or config.nodes)
+    except (StackError, ValueError) as exc:
+        parser.error(str(exc))
     if args.command == "stop":
         print(f"stopped {stop_by_pidfiles(config.run_dir)} processes")
         return
@@ -307,8 +497,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         stack.start()
-        print(f"stack up: {config.base_url}  (processors {', '.join(config.processor_urls)}; "
-              f"logs in {stack.log_dir}; Ctrl-C stops it)", flush=True)
+        cluster = f"; {config.nodes} nodes over Redis at {stack.redis.url}" if stack.redis else ""
+        print(f"stack up: {'  '.join(config.base_urls)}  (processors {', '.join(config.processor_urls)}"
+              f"{cluster}; logs in {stack.log_dir}; Ctrl-C stops it)", flush=True)
         while all(proc.poll() is None for proc in stack.procs.values()):
             time.sleep(0.5)
         dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]

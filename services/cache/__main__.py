@@ -5,7 +5,12 @@ from __future__ import annotations
 from services.common.notls import keep_tls_out
 
 if __name__ == "__main__":  # run as the service, not imported (tests)
-    keep_tls_out()  # before anything imports asyncio
+    import os as _os
+
+    # Before anything imports asyncio; a cache on Redis also needs redis-py
+    # imported while ``ssl`` is inert (CACHE_STORE is validated later).
+    keep_tls_out(("uvloop", "redis.asyncio") if _os.environ.get("CACHE_STORE", "").strip() == "redis"
+                 else ("uvloop",))
 
 import asyncio
 import contextlib

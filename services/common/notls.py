@@ -13,6 +13,7 @@ the whole process, which in a test would be the test runner.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 
@@ -49,9 +50,11 @@ class _InertSsl(types.ModuleType):
         return _unavailable
 
 
-def keep_tls_out() -> None:
+def keep_tls_out(inert: tuple[str, ...] = ("uvloop",)) -> None:
     """Make ``import ssl`` (and OpenSSL-backed ``hashlib``) fail in this
-    process, after letting uvloop import against an inert ``ssl``."""
+    process, after letting the modules in ``inert`` (uvloop; redis-py's
+    asyncio client, which names ``ssl`` classes in its annotations, for a cache
+    on Redis) import against an inert ``ssl``."""
     loaded = [name for name in _OPENSSL_MODULES if sys.modules.get(name) is not None]
     if loaded:
         raise RuntimeError(f"keep_tls_out() must run before {', '.join(loaded)} is imported")
@@ -61,8 +64,10 @@ def keep_tls_out() -> None:
 
     sys.modules["ssl"] = _InertSsl("ssl")
     try:
-        import uvloop  # noqa: F401  (binds its ssl names now, from the inert module)
-    except ImportError:
-        pass  # asyncio's loop only
+        for name in inert:  # each binds its ssl names now, from the inert module
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass  # uvloop missing: asyncio's loop only
     finally:
         sys.modules["ssl"] = None  # type: ignore[assignment]

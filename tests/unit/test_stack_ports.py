@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.stack import Stack, StackConfig, StackError
+from tools.stack import Stack, StackConfig, StackError, split_name
 
 
 def test_a_second_stack_on_taken_ports_refuses_to_start(tmp_path: Path) -> None:
@@ -16,3 +16,32 @@ def test_a_second_stack_on_taken_ports_refuses_to_start(tmp_path: Path) -> None:
         with pytest.raises(StackError, match=f"port\\(s\\) {port} already in use"):
             stack.start()
         assert stack.procs == {}
+
+
+def test_node_one_keeps_the_single_node_names_and_places(tmp_path: Path) -> None:
+    stack = Stack(StackConfig(run_dir=tmp_path, port=9997, store="redis", nodes=2))
+    assert stack.node_services(1) == ["cache", "api1", "api2", "consumer", "nginx"]
+    assert stack.node_services(2) == ["n2.cache", "n2.api1", "n2.api2", "n2.consumer", "n2.nginx"]
+    assert split_name("n1.cache") == (1, "cache") and split_name("redis") == (1, "redis")
+    assert stack.socket("cache") == tmp_path / "cache.sock"
+    assert stack.socket("n2.api1") == tmp_path / "n2" / "api1.sock"
+    assert stack.config.base_urls == ["http://127.0.0.1:9997", "http://127.0.0.1:9996"]
+    env = stack.service_env("n2.cache")
+    assert env["CACHE_ADDRESS"] == f"unix:{tmp_path}/n2/cache.sock"
+    assert (env["CACHE_STORE"], env["REDIS_URL"]) == ("redis", f"unix://{tmp_path}/redis/redis.sock")
+    assert stack.service_env("n2.api2")["API_SPOOL_DIR"] == str(tmp_path / "n2" / "spool" / "api2")
+
+
+def test_memory_mode_runs_one_node_only(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="memory mode runs exactly one node"):
+        StackConfig(run_dir=tmp_path, nodes=2)
+    with pytest.raises(StackError, match="store must be one of"):
+        StackConfig(run_dir=tmp_path, store="postgres")
+
+
+def test_a_node_landing_on_a_stand_in_port_refuses_to_start(tmp_path: Path) -> None:
+    stack = Stack(StackConfig(run_dir=tmp_path, port=8003, default_port=8001, fallback_port=8002,
+                              store="redis", nodes=3))  # nodes 2 and 3 on 8002 and 8001
+    with pytest.raises(StackError, match="port\\(s\\) 8001, 8002 would be used twice"):
+        stack.start()
+    assert stack.procs == {}

@@ -283,6 +283,26 @@ async def test_the_health_windows_are_fixed_not_sliding() -> None:
     assert limiter.retry_after(24.9999) == 1
 
 
+async def test_every_health_call_is_logged_on_arrival_429s_included_until_a_purge(
+        start_standin: StartStandin) -> None:
+    standin = await start_standin(health_window_seconds=0.3)
+    before = int(time.time() * 1000)
+    answers = await asyncio.gather(*(standin.call("GET", "/payments/service-health") for _ in range(4)))
+    after = int(time.time() * 1000)
+    assert sorted(status for status, _, _ in answers) == [200, 200, 200, 429]
+    await standin.call("GET", "/payments/c1")  # not a health call
+
+    status, body, _ = await standin.call("GET", "/admin/health-calls", headers=ADMIN)
+    assert status == 200 and len(body["calls"]) == 4
+    assert all(before <= at <= after for at in body["calls"])
+    # Arrival times: the two queued calls were answered ~0.3 and ~0.6 s later.
+    assert max(body["calls"]) - min(body["calls"]) < 250
+    assert after - before >= 550
+
+    await standin.call("POST", "/admin/purge-payments", headers=ADMIN)
+    assert (await standin.call("GET", "/admin/health-calls", headers=ADMIN))[1] == {"calls": []}
+
+
 # -- admin API ------------------------------------------------------------------------------------
 
 async def test_summary_counts_requested_at_between_from_and_to_inclusive(start_standin: StartStandin) -> None:
@@ -330,7 +350,8 @@ ADMIN_CALLS = [("GET", "/admin/payments-summary", None),
                ("PUT", "/admin/configurations/token", {"token": "x"}),
                ("PUT", "/admin/configurations/delay", {"delay": 10}),
                ("PUT", "/admin/configurations/failure", {"failure": True}),
-               ("POST", "/admin/purge-payments", None)]
+               ("POST", "/admin/purge-payments", None),
+               ("GET", "/admin/health-calls", None)]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS)

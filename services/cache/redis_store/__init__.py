@@ -1,0 +1,220 @@
+"""``RedisStore``: the ``CacheStore`` shared by any number of cache fronts.
+
+Every call is one ``FCALL`` of a function in ``store.lua`` (loaded at start-up
+with ``FUNCTION LOAD REPLACE``): one round trip per RPC batch, atomic, on
+Redis' clock. Long polls wait on a pub/sub channel the functions publish to
+when work appears, with a bounded sleep as a backstop.
+
+Client: redis-py's asyncio client with the hiredis parser (why, and the
+alternatives measured, in the README's "Scaling out").
+
+A call that cannot reach Redis, or gets no answer within the timeout, raises
+``StoreUnavailable``: the server answers UNAVAILABLE and the caller retries.
+Every function is safe to repeat: submissions deduplicate, completions are
+recorded once, a repeated hand-back names a lease that is no longer current,
+and leases taken by a call whose answer was lost run out after the lease time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record, State,
+                                  StoreStats, StoreUnavailable, Submitted, Totals)
+from services.common import logs
+from services.common.payment import PROCESSORS
+
+log = logging.getLogger("cache.redis")
+
+PREFIX = "{rinha}:"  # one hash tag: every key in one slot
+LIBRARY = resources.files(__package__).joinpath("store.lua").read_text()
+# Every millisecond the ledger's buckets cover (store.lua's TOP).
+_FOREVER_MS = 16**12 - 1
+# A long poll re-asks at least this often, in case a wake-up was missed
+# (the pub/sub connection dropping and coming back).
+_BACKSTOP_SECONDS = 0.5
+_LISTEN_SECONDS = 0.2  # how soon the listener sees close()
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check(field: bytes | str) -> tuple[str, ...]:
+    text = _text(field)
+    return () if text == "-" else tuple(text.split(","))
+
+
+def _health(row: list[Any]) -> Health:
+    name, failing, mrt, checked_at = row
+    return Health(_text(name), bool(failing), int(mrt), int(checked_at))
+
+
+class RedisStore:
+    def __init__(self, url: str, *, lease_ms: int, timeout_seconds: float = 2.0,
+                 prefix: str = PREFIX) -> None:
+        self.url = url
+        self.lease_ms = lease_ms
+        self.prefix = prefix
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_seconds,
+                                              socket_connect_timeout=timeout_seconds,
+                                              health_check_interval=30)
+        self._work = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        await self._load_functions()
+        self._listener = asyncio.create_task(self._listen_for_work())
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._listener is not None:
+            await asyncio.wait([self._listener], timeout=2 * _LISTEN_SECONDS + 1)
+        await self._redis.aclose()
+
+    async def _load_functions(self) -> None:
+        try:
+            await self._redis.function_load(LIBRARY, replace=True)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(repr(exc)) from exc
+
+    async def _call(self, function: str, *args: object) -> Any:
+        try:
+            try:
+                return await self._redis.fcall(function, 1, self.prefix, *args)
+            except rexc.ResponseError as exc:
+                if "Function not found" not in str(exc):
+                    raise
+                # A Redis that lost its functions (FUNCTION FLUSH, a new empty
+                # server): load them again; the call has not run.
+                await self._load_functions()
+                return await self._redis.fcall(function, 1, self.prefix, *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(repr(exc)) from exc
+
+    async def _listen_for_work(self) -> None:
+        """Wake long polls when a function publishes "there is work".
+
+        It reads with a short timeout and checks ``_closing`` instead of being
+        cancelled: a cancel that lands inside redis-py's pub/sub read can leave
+        the connection, and ``close()``, hanging."""
+        while not self._closing:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.prefix + "work")
+                while not self._closing:
+                    if await pubsub.get_message(timeout=_LISTEN_SECONDS) is not None:
+                        self._work.set()
+            except Exception as exc:  # the connection dropped: resubscribe
+                if self._closing:
+                    return
+                log.warning("work channel lost", extra=logs.fields(error=repr(exc)))
+                self._work.set()  # whatever was published meanwhile: look again
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    # -- the queue -------------------------------------------------------------
+    async def submit(self, payments: Sequence[tuple[str, int]]) -> Submitted:
+        args: list[object] = []
+        for correlation_id, amount_cents in payments:
+            args += (correlation_id, amount_cents)
+        new, duplicates, backlog = await self._call("rinha_submit", *args)
+        return Submitted(new, duplicates, backlog)
+
+    async def take(self, limit: int, holder: str, wait_seconds: float) -> list[Lent]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            self._work.clear()  # before asking: a publish after this wakes the wait below
+            reply = await self._call("rinha_take", holder, limit, self.lease_ms)
+            remaining = deadline - loop.time()
+            if len(reply) > 1 or remaining <= 0:
+                break
+            next_due = reply[0] / 1000 if reply[0] >= 0 else math.inf
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), min(remaining, next_due, _BACKSTOP_SECONDS))
+        return [Lent(_text(reply[i]), int(reply[i + 1]), _check(reply[i + 2]), int(reply[i + 3]))
+                for i in range(1, len(reply), 4)]
+
+    async def complete(self, results: Sequence[Completed]) -> tuple[int, int]:
+        args: list[object] = []
+        for r in results:
+            args += (r.correlation_id, r.processor, r.amount_cents, r.requested_at_ms)
+        recorded, ignored = await self._call("rinha_complete", *args)
+        return recorded, ignored
+
+    async def requeue(self, handbacks: Sequence[HandBack]) -> int:
+        args: list[object] = []
+        for h in handbacks:
+            check = ",".join(name for name in h.check if name in PROCESSORS) or "-"
+            args += (h.correlation_id, check, max(0, h.delay_ms), -1 if h.lease is None else h.lease)
+        return int(await self._call("rinha_requeue", *args)) if args else 0
+
+    async def expire(self) -> int:
+        return int(await self._call("rinha_expire"))
+
+    # -- consumers -------------------------------------------------------------
+    async def heartbeat(self, beat: Beat) -> Pulse:
+        leads, health = await self._call("rinha_heartbeat", beat.consumer, beat.ttl_ms, beat.settle_ms,
+                                         int(beat.leaving), beat.stats)
+        return Pulse({_text(name): int(token) for name, token in leads},
+                     tuple(_health(row) for row in health))
+
+    async def claim_poll(self, processor: str, token: int, interval_ms: int) -> int:
+        return int(await self._call("rinha_claim_poll", processor, token, interval_ms))
+
+    async def report_health(self, processor: str, token: int, failing: bool | None,
+                            min_response_time_ms: int = 0, retry_after_ms: int = 0) -> bool:
+        answered = failing is not None
+        return bool(await self._call("rinha_report_health", processor, token, int(answered),
+                                     int(bool(failing)), min_response_time_ms, retry_after_ms))
+
+    async def health(self) -> tuple[Health, ...]:
+        return tuple(_health(row) for row in (await self._stats())[9])
+
+    # -- reads -----------------------------------------------------------------
+    async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
+        lo = 0 if from_us is None else -(-from_us // 1000)
+        hi = _FOREVER_MS if to_us is None else to_us // 1000
+        if hi < lo:
+            return {name: Totals(0, 0) for name in PROCESSORS}
+        flat = await self._call("rinha_totals", lo, hi)
+        return {name: Totals(int(flat[2 * i]), int(flat[2 * i + 1])) for i, name in enumerate(PROCESSORS)}
+
+    async def lookup(self, correlation_id: str) -> Record | None:
+        raw = await self._call("rinha_lookup", correlation_id)
+        if raw is None:
+            return None
+        state, amount, lease, _check_list, processor, requested_at = _text(raw).split(" ")
+        return Record(correlation_id, State(int(state)), int(amount), int(lease),
+                      "" if processor == "-" else processor, int(requested_at))
+
+    async def purge(self) -> int:
+        return int(await self._call("rinha_purge"))
+
+    async def _stats(self) -> list[Any]:
+        return list(await self._call("rinha_stats"))
+
+    async def stats(self) -> StoreStats:
+        reply = await self._stats()
+        queued, delayed, leased, backlog, requeued, duplicates, stale, late, consumers = reply[:9]
+        return StoreStats(queued=queued, delayed=delayed, leased=leased, backlog=backlog,
+                          requeued=requeued, duplicates=duplicates, stale_requeues=stale,
+                          late_completions=late, consumers=consumers)
+
+    async def consumer_stats(self) -> list[bytes]:
+        return list((await self._stats())[10])
