@@ -22,17 +22,20 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian's nginx, installed only when missing (needs root or sudo).
-nginx:
-	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+# Debian packages, installed only when missing (needs root or sudo):
+# $(call apt_install,<command>,<package>).
+define apt_install
+	@command -v $(1) >/dev/null 2>&1 || test -x /usr/sbin/$(1) || test -x /usr/bin/$(1) || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(2) >/dev/null; }
+endef
 
-# Debian's redis-server (the shared store of STORE=redis), installed only when missing.
+nginx:
+	$(call apt_install,nginx,nginx)
+
+# redis-server: the shared store of STORE=redis, and the store tests' server.
 redis:
-	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	$(call apt_install,redis-server,redis-server)
 
 run: install
 	$(PY) -m tools.stack run --store $(STORE) --nodes $(NODES)

@@ -3,6 +3,7 @@ the k6 scenario of the official test against it, and the score with a
 per-service resource table.
 
     python -m loadtest.bench [--max-requests 550] [--runs 3] [--with-floor] [--check]
+                             [--store memory|redis] [--interleave memory,redis]
 
 ``--with-floor`` brackets the runs with floor runs (nginx alone, static
 answers, no Python behind it: what k6, the stand-ins and the machine cost by
@@ -14,6 +15,17 @@ Each run starts a fresh stack (fresh stand-ins, cache, apis, consumer, nginx),
 so runs do not leak state into each other. Results go to loadtest/results/:
 ``result-<stamp>.json`` (score + resources) and ``report-<stamp>.html`` (k6's
 dashboard export).
+
+``--store redis`` runs the stack of one node over Redis (tools/stack.py:
+StackConfig(store="redis", nodes=1)): the same nginx, apis, cache (a front,
+CACHE_STORE=redis) and consumer, plus the redis-server they share. Redis is a
+service like the others: its own cgroup under docker-compose.redis.yml's limit
+(0.5 CPU / 256 MB) when limits are on, and a row in the resources, counted in
+the stack's cores and peak memory. ``--interleave memory,redis`` runs a series
+that alternates the two (A B A B ...; ``--runs`` per variant) with the floors
+between them as usual, then prints each variant's medians and the ratio of the
+two variants' median floor ratios; the series is saved as
+``series-<stamp>.json`` beside the runs' results.
 """
 
 from __future__ import annotations
@@ -31,10 +43,17 @@ from pathlib import Path
 
 from tools.cgroups import Limit, compose_limits
 from tools.cgroups import available as cgroups_available
-from tools.stack import REPO, Stack, StackConfig
+from tools.stack import REPO, STORES, Stack, StackConfig
 
 RESULTS = REPO / "loadtest" / "results"
 SCRIPT = REPO / "loadtest" / "rinha.js"
+COMPOSE = REPO / "docker-compose.yml"
+REDIS_COMPOSE = REPO / "docker-compose.redis.yml"
+
+
+def redis_limit() -> Limit:
+    """The "redis" service's limit in docker-compose.redis.yml (0.5 CPU / 256 MB)."""
+    return compose_limits(REDIS_COMPOSE)["redis"]
 
 
 def k6_binary() -> str:
@@ -97,7 +116,9 @@ def save(result: dict, stamp: str) -> None:
 def run_once(args: argparse.Namespace, stamp: str) -> dict:
     """One run on a fresh stack: k6's score, with the resources each service used
     added (not written back: the caller ``save``s it once it is complete)."""
-    limits = compose_limits(REPO / "docker-compose.yml") if args.limits else {}
+    limits = compose_limits(COMPOSE) if args.limits else {}
+    if args.limits and args.store == "redis":
+        limits["redis"] = redis_limit()
     if args.standin_cpus and args.limits:
         for role in ("default", "fallback"):
             limits[f"processor-{role}"] = Limit(args.standin_cpus, 200 * 1024**2)
@@ -108,9 +129,12 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
         service, _, assignment = item.partition(":")
         key, _, value = assignment.partition("=")
         service_env.setdefault(service, {})[key] = value
+    default_port, fallback_port = args.standin_ports
     config = StackConfig(run_dir=Path(args.run_dir), port=args.port, limits=limits, floor=args.floor,
                          env={"LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)},
-                         service_env=service_env)
+                         service_env=service_env, store=args.store, nodes=1,
+                         default_port=default_port, fallback_port=fallback_port,
+                         cgroup_parent=args.cgroup_parent)
     shutil.rmtree(config.run_dir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result_path = result_file(stamp)
@@ -148,7 +172,11 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
     ours = [r for n, r in resources.items() if not n.startswith("processor-")]
     result.update(resources=resources, wall_seconds=round(wall, 1), limits_applied=bool(limits), steal_pct=steal,
                   stack_peak_rss_mb=round(sum(r["peak_rss_mb"] for r in ours), 1),
-                  stack_avg_cores=round(sum(r.get("avg_cores", 0) for r in ours), 3))
+                  stack_avg_cores=round(sum(r.get("avg_cores", 0) for r in ours), 3),
+                  store=args.store)
+    if any("peak_cgroup_mb" in r for r in ours):
+        # Each service's own peak, added up (as for RSS): not the peak of the sum.
+        result["stack_peak_cgroup_mb"] = round(sum(r.get("peak_cgroup_mb", 0) for r in ours), 1)
     return result
 
 
@@ -163,6 +191,74 @@ def series_floor_ratios(p99s_ms: list[float], floors_ms: list[float]) -> tuple[f
     minutes apart on these machines (reported beside the checked ratio)."""
     floor = round(statistics.median(floors_ms), 3)
     return floor, [round(p99 / floor, 2) for p99 in p99s_ms]
+
+
+def interleave_plan(variants: list[str], runs: int) -> list[str]:
+    """``runs`` rounds of the variants in order: A B A B ... (floors go between them)."""
+    return [variant for _ in range(runs) for variant in variants]
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)  # no float noise in print or JSON
+
+
+def variant_summary(results: list[dict], series_floor_ms: float | None = None) -> dict:
+    """One variant's runs of an interleaved series: every figure, and its median."""
+    summary: dict = {"runs": len(results)}
+
+    def figure(key: str, values: list[float]) -> None:
+        summary[key] = values
+        summary[f"median_{key}"] = _median(values)
+
+    figure("p99_ms", [r["p99_ms"] for r in results])
+    if all("p99_over_floor" in r for r in results):
+        figure("p99_over_floor", [r["p99_over_floor"] for r in results])
+    if series_floor_ms:
+        figure("p99_over_series_floor", [round(r["p99_ms"] / series_floor_ms, 2) for r in results])
+    for key in ("lag", "inconsistencies", "failed_posts", "net", "stack_avg_cores", "stack_peak_rss_mb",
+                "stack_peak_cgroup_mb"):
+        if all(key in r for r in results):
+            figure(key, [r[key] for r in results])
+    for key in ("lag", "inconsistencies", "failed_posts"):
+        if key in summary:
+            summary[f"max_{key}"] = max(summary[key])
+    redis = [r["resources"]["redis"] for r in results if "redis" in r.get("resources", {})]
+    if len(redis) == len(results):
+        figure("redis_peak_rss_mb", [r["peak_rss_mb"] for r in redis])
+        if all("avg_cores" in r for r in redis):
+            figure("redis_avg_cores", [r["avg_cores"] for r in redis])
+    summary["max_steal_pct"] = max(r.get("steal_pct", 0) for r in results)
+    return summary
+
+
+def variants_ratio(first: dict, second: dict) -> dict:
+    """The second variant over the first: its median floor ratio over the
+    first's (the comparison), and the raw median p99s' ratio beside it."""
+    ratio = {"median_p99_ratio": round(second["median_p99_ms"] / first["median_p99_ms"], 3)}
+    if "median_p99_over_floor" in first and "median_p99_over_floor" in second:
+        ratio["median_floor_ratio_ratio"] = round(
+            second["median_p99_over_floor"] / first["median_p99_over_floor"], 3)
+    return ratio
+
+
+# The per-variant table: (heading, summary key); "-" where a variant lacks it.
+VARIANT_COLUMNS = (("p99 ms", "median_p99_ms"), ("x floor", "median_p99_over_floor"),
+                   ("x series", "median_p99_over_series_floor"), ("lag", "median_lag"),
+                   ("max lag", "max_lag"), ("incons.", "median_inconsistencies"),
+                   ("max inc.", "max_inconsistencies"), ("cores", "median_stack_avg_cores"),
+                   ("RSS MB", "median_stack_peak_rss_mb"), ("cgroup MB", "median_stack_peak_cgroup_mb"),
+                   ("redis cores", "median_redis_avg_cores"), ("redis MB", "median_redis_peak_rss_mb"),
+                   ("net", "median_net"), ("max steal%", "max_steal_pct"))
+
+
+def print_variants(summaries: dict[str, dict]) -> None:
+    """Medians per variant, one row each (cores, RSS and cgroup memory: the
+    stack's, Redis included; every run's figure is in series-<stamp>.json)."""
+    widths = [max(len(heading), 9) for heading, _ in VARIANT_COLUMNS]
+    print(f"{'median of':9} {'runs':>4} " + " ".join(f"{h:>{w}}" for (h, _), w in zip(VARIANT_COLUMNS, widths)))
+    for name, summary in summaries.items():
+        cells = [str(summary.get(key, "-")) for _, key in VARIANT_COLUMNS]
+        print(f"{name:9} {summary['runs']:>4} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
 
 
 def run_floor(args: argparse.Namespace) -> tuple[float, float]:
@@ -228,12 +324,34 @@ def main() -> None:
     parser.add_argument("--max-steal", type=float, default=1.0,
                         help="with --check: also fail a run if the host's steal during it or a floor beside it "
                              "exceeds this %% (0: off)")
+    parser.add_argument("--store", choices=STORES,
+                        help="memory (default): the single-box stack; redis: one node over a redis-server")
+    parser.add_argument("--interleave", metavar="A,B",
+                        help="alternate two stores in one series (e.g. memory,redis), --runs of each")
     parser.add_argument("--port", type=int, default=9999)
+    parser.add_argument("--standin-ports", default="8001,8002", metavar="DEFAULT,FALLBACK",
+                        help="the processor stand-ins' ports")
+    parser.add_argument("--cgroup-parent", default="rinha",
+                        help="cgroups go under <controller>/<this>/<service>: another name for a second "
+                             "stack with limits on the same machine")
     parser.add_argument("--run-dir", default="/tmp/rinha-bench")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
     parser.add_argument("--service-env", action="append", default=[],
                         help="service:NAME=value for one service (e.g. cache:EVENT_LOOP=uvloop)")
     args = parser.parse_args()
+    try:
+        default_port, fallback_port = (int(p) for p in args.standin_ports.split(","))
+    except ValueError:
+        parser.error("--standin-ports takes two ports: DEFAULT,FALLBACK")
+    args.standin_ports = (default_port, fallback_port)
+    variants = [args.store or "memory"]
+    if args.interleave:
+        variants = [v.strip() for v in args.interleave.split(",")]
+        if len(variants) != 2 or len(set(variants)) != 2 or not set(variants) <= set(STORES):
+            parser.error(f"--interleave takes two different stores of {', '.join(STORES)}: A,B")
+        if args.store or args.floor:
+            parser.error("--interleave sets the store of each run: no --store or --floor with it")
+    args.store = args.store or "memory"
     if args.limits and not cgroups_available():
         print("cgroup v1 is not writable here: running without limits", file=sys.stderr)
         args.limits = False
@@ -241,10 +359,12 @@ def main() -> None:
     if args.max_ratio and not bracket:
         parser.error("--max-ratio needs --with-floor")
     results = []
+    plan = interleave_plan(variants, args.runs)
+    stamps = []
     floors = [run_floor(args)] if bracket else []
-    for run in range(args.runs):
+    for run, store in enumerate(plan):
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        result = run_once(args, stamp)
+        result = run_once(argparse.Namespace(**{**vars(args), "store": store}), stamp)
         ratio = ""
         if bracket:
             floors.append(run_floor(args))
@@ -255,11 +375,13 @@ def main() -> None:
             ratio = f" = {result['p99_over_floor']} x floor ({before} ms before, {after} ms after)"
         save(result, stamp)
         results.append(result)
+        stamps.append(stamp)
         print_resources(result)
-        print(f"run {run + 1}/{args.runs}: net {result['net']}, p99 {result['p99_ms']} ms{ratio}, "
+        label = f"run {run + 1}/{len(plan)} [{store}]" if args.interleave else f"run {run + 1}/{args.runs}"
+        print(f"{label}: net {result['net']}, p99 {result['p99_ms']} ms{ratio}, "
               f"lag {result['lag']}, inconsistencies {result['inconsistencies']}, steal {result['steal_pct']}% "
               f"-> loadtest/results/result-{stamp}.json")
-    if args.runs > 1:
+    if args.runs > 1 and not args.interleave:
         def median(key: str) -> float:
             return round(statistics.median(r[key] for r in results), 2)  # no float noise in print
         ratios = f", median {median('p99_over_floor')} x floor" if bracket else ""
@@ -268,9 +390,28 @@ def main() -> None:
         floor, steadier = series_floor_ratios([r["p99_ms"] for r in results], [p99 for p99, _ in floors])
         print(f"against the median of the {len(floors)} floors ({floor} ms): "
               f"{' / '.join(str(r) for r in steadier)} x floor")
+    if args.interleave:
+        series_floor = round(statistics.median(p99 for p99, _ in floors), 3) if bracket else None
+        summaries = {variant: variant_summary([r for r, s in zip(results, plan) if s == variant], series_floor)
+                     for variant in variants}
+        print_variants(summaries)
+        first, second = variants
+        comparison = variants_ratio(summaries[first], summaries[second])
+        if "median_floor_ratio_ratio" in comparison:
+            print(f"{second} / {first}: median floor ratio {summaries[second]['median_p99_over_floor']} / "
+                  f"{summaries[first]['median_p99_over_floor']} = {comparison['median_floor_ratio_ratio']} "
+                  f"(median p99s: {comparison['median_p99_ratio']})")
+        else:
+            print(f"{second} / {first}: median p99 {comparison['median_p99_ratio']} (no floors: --with-floor for ratios)")
+        series = {"variants": variants, "plan": plan, "results": [result_file(s).name for s in stamps],
+                  "floors_ms": [p99 for p99, _ in floors], "floor_steal_pct": [st for _, st in floors],
+                  "series_floor_ms": series_floor, "summaries": summaries, f"{second}_over_{first}": comparison}
+        path = RESULTS / f"series-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(series, indent=2))
+        print(f"-> {path.relative_to(REPO)}")
     if args.floor:
         return  # nothing is processed in a floor run: only its p99 matters
-    bad = [f"run {i + 1}: {', '.join(v)}" for i, r in enumerate(results)
+    bad = [f"run {i + 1}{f' [{plan[i]}]' if args.interleave else ''}: {', '.join(v)}" for i, r in enumerate(results)
            if (v := violations(r, args.max_ratio, args.max_steal))]
     if bad:
         print("FAILED: " + "; ".join(bad), file=sys.stderr)

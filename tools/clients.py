@@ -148,9 +148,20 @@ class Verdict:
     # Summaries compared with the processors': windows x nodes asked.
     summaries_compared: int = 0
 
+    def problems(self) -> list[str]:
+        """What breaks exactly-once, in words; empty when nothing does."""
+        found = {f"{self.lost} accepted payments never charged": self.lost,
+                 f"{self.double} payments charged at both processors": self.double,
+                 f"{self.ledger_mismatches} ledger entries differ from the processors' records":
+                     self.ledger_mismatches,
+                 f"{self.inconsistencies} summaries differ from the processors'": self.inconsistencies,
+                 f"fewer processed ({self.processed}) than accepted ({self.accepted})":
+                     self.processed < self.accepted}
+        return [text for text, count in found.items() if count]
+
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.double or self.ledger_mismatches or self.inconsistencies)
+        return not self.problems()
 
 
 def iso_ms(moment: datetime) -> str:

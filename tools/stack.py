@@ -88,8 +88,12 @@ class StackConfig:
     fallback_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
-    # Per-service CPU/memory limits (cgroup v1), keyed like docker-compose.yml.
+    # Per-service CPU/memory limits (cgroup v1), keyed like docker-compose.yml
+    # ("cache"), or by node-prefixed name ("n2.consumer") and "redis".
     limits: dict[str, Limit] = field(default_factory=dict)
+    # The cgroups go under <controller>/<cgroup_parent>/<name>: two stacks
+    # with limits at once need different parents, or they share the groups.
+    cgroup_parent: str = "rinha"
     # nginx alone with static answers (and the stand-ins): the latency floor.
     floor: bool = False
     # Which of our services to start on each node (the stand-ins start whenever they are used).
@@ -187,7 +191,7 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pid_dir = self.run_dir / "pids"
         self.log_dir = self.run_dir / "logs"
-        self.cgroups = {name: Cgroup(name, limit) for name, limit in config.limits.items()}
+        self.cgroups = {name: Cgroup(name, limit, config.cgroup_parent) for name, limit in config.limits.items()}
         # Redis mode only: its command line, socket and readiness; the process
         # itself is self.procs["redis"], like any other service's.
         self.redis = (RedisServer(self.run_dir / "redis", appendfsync=config.redis_appendfsync)

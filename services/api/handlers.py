@@ -185,10 +185,12 @@ class Api:
         return json_response({
             "queue": {"pending": reply.queued, "delayed": reply.delayed,
                       "inFlight": reply.in_flight, "requeued": reply.requeued,
-                      "staleRequeues": reply.stale_requeues, "duplicates": reply.duplicates},
+                      "staleRequeues": reply.stale_requeues, "duplicates": reply.duplicates,
+                      "lateCompletions": reply.late_completions},
             "processed": {"default": _totals_json(reply.default),
                           "fallback": _totals_json(reply.fallback)},
-            "consumer": {
+            "consumer": {  # every live consumer's figures added up
+                "alive": reply.consumers,
                 "routing": consumer.routing,
                 "workers": {"size": consumer.pool_size, "running": consumer.jobs_running,
                             "done": consumer.jobs_done, "failed": consumer.jobs_failed,

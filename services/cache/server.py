@@ -139,16 +139,15 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         return pb.PurgeReply(purged=await _or_unavailable(self.store.purge(), context))
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
-        stats, totals, blobs, pulse = await _or_unavailable(asyncio.gather(
-            self.store.stats(), self.store.totals(None, None), self.store.consumer_stats(),
-            self.store.health()), context)
-        consumers = [pb.ConsumerStats.FromString(blob) for blob in blobs]
+        stats, totals = await _or_unavailable(
+            asyncio.gather(self.store.stats(), self.store.totals(None, None)), context)
+        consumers = [pb.ConsumerStats.FromString(blob) for blob in stats.consumers]
         return pb.StatsReply(
             queued=stats.queued, delayed=stats.delayed, in_flight=stats.leased,
             default=_totals(totals["default"]), fallback=_totals(totals["fallback"]),
             requeued=stats.requeued, duplicates=stats.duplicates,
             stale_requeues=stats.stale_requeues, late_completions=stats.late_completions,
-            consumers=stats.consumers, consumer=_sum_consumers(consumers, pulse),
+            consumers=len(consumers), consumer=_sum_consumers(consumers, stats.health),
             per_consumer=consumers)
 
 

@@ -131,7 +131,8 @@ class StoreStats:
     duplicates: int
     stale_requeues: int
     late_completions: int
-    consumers: int  # consumers whose heartbeat is current
+    consumers: tuple[bytes, ...]  # the last Beat.stats of each consumer whose heartbeat is current
+    health: tuple[Health, ...]  # what the pollers last reported, one per processor
 
 
 class StoreUnavailable(Exception):
@@ -175,9 +176,6 @@ class CacheStore(Protocol):
         whose ``retry_after_ms`` pushes the next slot). False if ``token`` is no
         longer the poller's: the report is dropped."""
 
-    async def health(self) -> tuple[Health, ...]:
-        """What the pollers last reported, one per processor."""
-
     async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
         """Per processor, payments with ``from_us <= requestedAt <= to_us``."""
 
@@ -187,6 +185,3 @@ class CacheStore(Protocol):
         """Forget every payment (queue, leases, ledger); returns how many."""
 
     async def stats(self) -> StoreStats: ...
-
-    async def consumer_stats(self) -> list[bytes]:
-        """The last ``Beat.stats`` of every consumer whose heartbeat is current."""

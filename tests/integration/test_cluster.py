@@ -98,12 +98,8 @@ def live_consumers(cluster: Stack) -> int:
 def check_invariants(cluster: Stack, load: Load, nodes: list[Backend], stand_ins: Processors, *,
                      drain_timeout: float = 60) -> Verdict:
     verdict = verify(load, nodes, stand_ins, drain_timeout=drain_timeout)
-    assert verdict.lost == 0, f"{verdict.lost} accepted payments never charged"
-    assert verdict.double == 0, f"{verdict.double} payments charged at both processors"
-    assert verdict.ledger_mismatches == 0, "our ledger differs from the processors' records"
-    assert verdict.inconsistencies == 0, "a node's summary differs from the processors'"
+    assert not verdict.problems(), verdict.problems()
     assert verdict.summaries_compared >= 4 * len(nodes), "whole range and 3 windows, through every node"
-    assert verdict.processed >= verdict.accepted
     for url in cluster.config.base_urls:
         assert load.accepted_by[url] > 50, f"too little load went through {url}: {dict(load.accepted_by)}"
     return verdict

@@ -16,11 +16,7 @@ pytestmark = pytest.mark.integration
 def check_invariants(load: Load, backend: Backend, processors: Processors, *,
                      drain_timeout: float = 60) -> Verdict:
     verdict = verify(load, backend, processors, drain_timeout=drain_timeout)
-    assert verdict.lost == 0, f"{verdict.lost} accepted payments never charged"
-    assert verdict.double == 0, f"{verdict.double} payments charged at both processors"
-    assert verdict.ledger_mismatches == 0, "our ledger differs from the processors' records"
-    assert verdict.inconsistencies == 0, "our summary differs from the processors'"
-    assert verdict.processed >= verdict.accepted
+    assert not verdict.problems(), verdict.problems()
     return verdict
 
 
@@ -70,7 +66,7 @@ def test_a_restarted_consumer_does_not_wait_out_a_dead_ones_leases(clean: None, 
         load.stop()
         processors.configure("default", delay=0)
         assert in_flight > 0, "the consumer died holding no lease: nothing to bring back"
-        figures = check_invariants(load, backend, processors, drain_timeout=25)
+        figures = check_invariants(load, backend, processors, drain_timeout=45)  # << the 300 s lease
         assert figures.accepted > 100
     finally:
         processors.configure("default", delay=0)

@@ -1,6 +1,7 @@
 """The benchmark's verdicts: a run's p99 against the floors beside it."""
 
-from loadtest.bench import cpu_jiffies, floor_ratio, series_floor_ratios, steal_pct, violations
+from loadtest.bench import (cpu_jiffies, floor_ratio, interleave_plan, series_floor_ratios, steal_pct, variant_summary,
+                            variants_ratio, violations)
 
 CLEAN = {"inconsistencies": 0, "lag": 0, "failed_posts": 0, "default_share": 1.0}
 
@@ -58,3 +59,35 @@ def test_host_steal_in_a_run_or_either_floor_beside_it_is_a_violation() -> None:
     assert violations({**CLEAN, "steal_pct": 1.5}, max_steal=1.0) != []
     assert violations({**CLEAN, "steal_pct": 1.0}, max_steal=1.0) == []
     assert violations(run, max_ratio=2.0) == []  # max_steal 0: off
+
+
+def test_an_interleaved_series_alternates_the_variants_run_by_run() -> None:
+    assert interleave_plan(["memory", "redis"], 3) == ["memory", "redis"] * 3
+    assert interleave_plan(["memory"], 2) == ["memory", "memory"]
+
+
+def run(p99: float, ratio: float, **extra: object) -> dict:
+    return {**CLEAN, "p99_ms": p99, "p99_over_floor": ratio, "net": 380_000.0, "stack_avg_cores": 0.08,
+            "stack_peak_rss_mb": 190.0, "steal_pct": 0.01, "resources": {}, **extra}
+
+
+def test_a_variant_summary_takes_the_median_of_each_figure_and_the_worst_correctness_miss() -> None:
+    runs = [run(1.2, 1.7), run(1.4, 2.1, lag=3), run(1.1, 1.6)]
+    summary = variant_summary(runs, series_floor_ms=0.7)
+    assert summary["runs"] == 3
+    assert (summary["median_p99_ms"], summary["median_p99_over_floor"]) == (1.2, 1.7)
+    assert summary["p99_over_series_floor"] == [1.71, 2.0, 1.57]
+    assert (summary["median_lag"], summary["max_lag"]) == (0, 3)
+    assert "redis_peak_rss_mb" not in summary and "stack_peak_cgroup_mb" not in summary
+
+
+def test_redis_counts_in_its_variant_summary_like_a_service() -> None:
+    redis = {"redis": {"peak_rss_mb": 12.0, "avg_cores": 0.02}}
+    summary = variant_summary([run(1.5, 2.0, resources=redis), run(1.7, 2.2, resources=redis)])
+    assert (summary["median_redis_peak_rss_mb"], summary["median_redis_avg_cores"]) == (12.0, 0.02)
+
+
+def test_the_comparison_is_the_second_variants_median_floor_ratio_over_the_firsts() -> None:
+    memory = variant_summary([run(1.2, 1.7), run(1.3, 1.8), run(1.1, 1.6)])
+    redis = variant_summary([run(1.8, 3.4), run(1.9, 3.6), run(1.7, 3.2)])
+    assert variants_ratio(memory, redis) == {"median_p99_ratio": 1.5, "median_floor_ratio_ratio": 2.0}

@@ -45,6 +45,12 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, reader, v
     ("services.consumer", {"CPU_POLICY": "fifo"}),
     ("services.consumer", {"CPU_SLICE_US": "-5"}),
     ("services.cache", {"LOG_LEVEL": "chatty"}),
+    ("services.cache", {"CACHE_STORE": "postgres"}),
+    ("services.cache", {"REDIS_URL": "unix://relative/redis.sock", "CACHE_STORE": "redis"}),
+    ("services.cache", {"REDIS_URL": "redis://host:99999/0", "CACHE_STORE": "redis"}),
+    ("services.cache", {"REDIS_URL": "redis://host:6379/zero", "CACHE_STORE": "redis"}),
+    ("services.cache", {"REDIS_URL": "http://host:6379", "CACHE_STORE": "redis"}),
+    ("services.consumer", {"CONSUMER_HEARTBEAT_TTL_MS": "100"}),
 ])
 def test_services_refuse_to_start_with_a_bad_value(module: str, env: dict[str, str]) -> None:
     result = subprocess.run([sys.executable, "-m", module], cwd=REPO, env={"PATH": "/usr/bin:/bin", **env},
@@ -53,3 +59,21 @@ def test_services_refuse_to_start_with_a_bad_value(module: str, env: dict[str, s
     assert "configuration error" in result.stderr
     assert list(env)[0] in result.stderr or "API_PAYMENTS_LISTEN" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["unix:///run/redis/redis.sock", "redis://redis:6379/0", "redis://10.0.0.5",
+                                 "redis://redis:6379"])
+def test_redis_urls_that_are_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    from services.cache.__main__ import CacheSettings
+
+    monkeypatch.setenv("CACHE_STORE", "redis")
+    monkeypatch.setenv("REDIS_URL", url)
+    assert CacheSettings.from_env().redis_url == url
+
+
+def test_redis_url_is_not_read_by_a_memory_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.cache.__main__ import CacheSettings
+
+    monkeypatch.delenv("CACHE_STORE", raising=False)
+    monkeypatch.setenv("REDIS_URL", "nonsense")
+    assert CacheSettings.from_env().store == "memory"

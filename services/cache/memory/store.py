@@ -116,9 +116,6 @@ class MemoryStore:
                   else Health(processor, failing, min_response_time_ms, now_ms()))
         return self.liveness.report(processor, token, health, retry_after_ms / 1000, time.monotonic())
 
-    async def health(self) -> tuple[Health, ...]:
-        return self.liveness.known_health()
-
     async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
         return {name: self.state.totals(name, from_us, to_us) for name in PROCESSORS}
 
@@ -141,7 +138,5 @@ class MemoryStore:
                           backlog=state.backlog, requeued=counters.requeued,
                           duplicates=counters.duplicates, stale_requeues=counters.stale_requeues,
                           late_completions=counters.late_completions,
-                          consumers=len(self.liveness.alive(time.monotonic())))
-
-    async def consumer_stats(self) -> list[bytes]:
-        return [h.stats for h in self.liveness.alive(time.monotonic()) if h.stats]
+                          consumers=tuple(h.stats for h in self.liveness.alive(time.monotonic())),
+                          health=self.liveness.known_health())

@@ -183,9 +183,6 @@ class RedisStore:
         return bool(await self._call("rinha_report_health", processor, token, int(answered),
                                      int(bool(failing)), min_response_time_ms, retry_after_ms))
 
-    async def health(self) -> tuple[Health, ...]:
-        return tuple(_health(row) for row in (await self._stats())[9])
-
     # -- reads -----------------------------------------------------------------
     async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
         lo = 0 if from_us is None else -(-from_us // 1000)
@@ -206,15 +203,10 @@ class RedisStore:
     async def purge(self) -> int:
         return int(await self._call("rinha_purge"))
 
-    async def _stats(self) -> list[Any]:
-        return list(await self._call("rinha_stats"))
-
     async def stats(self) -> StoreStats:
-        reply = await self._stats()
-        queued, delayed, leased, backlog, requeued, duplicates, stale, late, consumers = reply[:9]
+        (queued, delayed, leased, backlog, requeued, duplicates, stale, late, health,
+         consumers) = await self._call("rinha_stats")
         return StoreStats(queued=queued, delayed=delayed, leased=leased, backlog=backlog,
                           requeued=requeued, duplicates=duplicates, stale_requeues=stale,
-                          late_completions=late, consumers=consumers)
-
-    async def consumer_stats(self) -> list[bytes]:
-        return list((await self._stats())[10])
+                          late_completions=late, consumers=tuple(consumers),
+                          health=tuple(_health(row) for row in health))

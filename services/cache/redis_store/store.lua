@@ -384,7 +384,7 @@ local function purge(keys, args)
 end
 
 -- stats(P) -> {queued, delayed, leased, backlog, requeued, duplicates, stale,
--- late, consumers alive, health_of(P), {stats of each live consumer}}
+-- late, health_of(P), {the stats of each live consumer}}
 local function stats(keys, args)
   local P = keys[1]
   local now = now_ms()
@@ -394,12 +394,12 @@ local function stats(keys, args)
   local blobs = {}
   if #live > 0 then
     for _, blob in ipairs(redis.call('HMGET', P .. 'cstats', unpack(live))) do
-      if blob then blobs[#blobs + 1] = blob end
+      blobs[#blobs + 1] = blob or ''
     end
   end
   return {redis.call('ZCARD', P .. 'queue'), redis.call('ZCARD', P .. 'delayed'),
           redis.call('ZCARD', P .. 'leases'), redis.call('HLEN', P .. 'pay') - n[1],
-          n[2], n[3], n[4], n[5], #live, health_of(P), blobs}
+          n[2], n[3], n[4], n[5], health_of(P), blobs}
 end
 
 redis.register_function('rinha_submit', submit)
