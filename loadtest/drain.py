@@ -67,6 +67,18 @@ def enqueue(stub: pipeline_pb2_grpc.CacheStub, count: int, batch: int = 500) -> 
             timeout=10)
 
 
+def hold_backlog(stub: pipeline_pb2_grpc.CacheStub, processors: Processors, payments: int,
+                 delay_ms: int) -> Processors:
+    """Both processors failing, ``payments`` queued; default will answer after
+    ``delay_ms`` once it recovers. Returns ``processors`` for the recovery."""
+    processors.reset()
+    processors.configure("fallback", failure=True)
+    processors.configure("default", delay=delay_ms, failure=True)
+    enqueue(stub, payments)
+    time.sleep(1.0)  # the consumers have seen default fail and hold the queue
+    return processors
+
+
 def drain_once(payments: int, delay_ms: int, limits: bool, run_dir: Path,
                standin_ports: tuple[int, int] = (8001, 8002), cgroup_parent: str = "rinha",
                timeout: float = 120) -> dict:
@@ -78,12 +90,7 @@ def drain_once(payments: int, delay_ms: int, limits: bool, run_dir: Path,
                          fallback_port=standin_ports[1], cgroup_parent=cgroup_parent)
     with Stack(config) as stack, grpc.insecure_channel(stack.cache_address) as channel:
         stub = pipeline_pb2_grpc.CacheStub(channel)
-        processors = Processors(*config.processor_urls)
-        processors.reset()
-        processors.configure("fallback", failure=True)
-        processors.configure("default", delay=delay_ms, failure=True)
-        enqueue(stub, payments)
-        time.sleep(1.0)  # the consumer has seen default fail and holds the queue
+        processors = hold_backlog(stub, Processors(*config.processor_urls), payments, delay_ms)
         baseline = {name: stack.cgroups[name].usage() for name in applied}
         started = time.monotonic()
         processors.configure("default", failure=False)
@@ -151,12 +158,7 @@ def drain_redis_once(payments: int, consumers: int, delay_ms: int, limits: bool,
         assert stack.redis is not None
         client = redis.Redis(unix_socket_path=str(stack.redis.socket))
         stub = pipeline_pb2_grpc.CacheStub(channel)
-        processors = Processors(*config.processor_urls)
-        processors.reset()
-        processors.configure("fallback", failure=True)
-        processors.configure("default", delay=delay_ms, failure=True)
-        enqueue(stub, payments)
-        time.sleep(1.0)  # the consumers have seen default fail and hold the queue
+        processors = hold_backlog(stub, Processors(*config.processor_urls), payments, delay_ms)
         redis_pid = stack.procs["redis"].pid
         baseline = {name: stack.cgroups[name].usage() for name in applied}
         redis_cpu = process_cpu_seconds(redis_pid)
