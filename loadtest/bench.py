@@ -43,7 +43,7 @@ from pathlib import Path
 
 from tools.cgroups import Limit, compose_limits
 from tools.cgroups import available as cgroups_available
-from tools.stack import REPO, STORES, Stack, StackConfig
+from tools.stack import REPO, STORES, Stack, StackConfig, add_isolation_options
 
 RESULTS = REPO / "loadtest" / "results"
 SCRIPT = REPO / "loadtest" / "rinha.js"
@@ -329,21 +329,12 @@ def main() -> None:
     parser.add_argument("--interleave", metavar="A,B",
                         help="alternate two stores in one series (e.g. memory,redis), --runs of each")
     parser.add_argument("--port", type=int, default=9999)
-    parser.add_argument("--standin-ports", default="8001,8002", metavar="DEFAULT,FALLBACK",
-                        help="the processor stand-ins' ports")
-    parser.add_argument("--cgroup-parent", default="rinha",
-                        help="cgroups go under <controller>/<this>/<service>: another name for a second "
-                             "stack with limits on the same machine")
+    add_isolation_options(parser)
     parser.add_argument("--run-dir", default="/tmp/rinha-bench")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for every service")
     parser.add_argument("--service-env", action="append", default=[],
                         help="service:NAME=value for one service (e.g. cache:EVENT_LOOP=uvloop)")
     args = parser.parse_args()
-    try:
-        default_port, fallback_port = (int(p) for p in args.standin_ports.split(","))
-    except ValueError:
-        parser.error("--standin-ports takes two ports: DEFAULT,FALLBACK")
-    args.standin_ports = (default_port, fallback_port)
     variants = [args.store or "memory"]
     if args.interleave:
         variants = [v.strip() for v in args.interleave.split(",")]

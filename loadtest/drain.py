@@ -44,11 +44,11 @@ from services.common.rpc import pipeline_pb2_grpc
 from tools.cgroups import Limit, compose_limits
 from tools.cgroups import available as cgroups_available
 from tools.clients import Processors
-from tools.stack import REPO, STORES, Stack, StackConfig, node_name
+from loadtest.bench import peak_rss_bytes, redis_limit
+from tools.stack import REPO, STORES, Stack, StackConfig, add_isolation_options, node_name
 
 RESULTS = REPO / "loadtest" / "results"
 SERVICES = ("cache", "consumer")
-REDIS_COMPOSE = REPO / "docker-compose.redis.yml"
 DEFAULTS = {"memory": {"payments": 10_000, "delays": "0,10,20"},
             "redis": {"payments": 20_000, "delays": "0"}}
 # What one poll of the ledger costs Redis: the gRPC Summary is one FCALL of
@@ -123,7 +123,7 @@ def node_limits(consumers: int) -> dict[str, Limit]:
     compose = compose_limits(REPO / "docker-compose.yml")
     limits = {node_name(node, service): compose[service]
               for node in range(1, consumers + 1) for service in SERVICES}
-    limits["redis"] = compose_limits(REDIS_COMPOSE)["redis"]
+    limits["redis"] = redis_limit()
     return limits
 
 
@@ -194,7 +194,7 @@ def drain_redis_once(payments: int, consumers: int, delay_ms: int, limits: bool,
             "redis_commands_per_payment": round(calls["commands"] / payments, 2),
         }
         redis_entry: dict = {"proc_cores": round(redis_cpu / seconds, 3),
-                             "peak_rss_mb": round(_peak_rss_bytes(redis_pid) / 2**20, 1)}
+                             "peak_rss_mb": round(peak_rss_bytes(redis_pid) / 2**20, 1)}
         for name in applied:
             entry = {"limit_cpus": applied[name].cpus,
                      "avg_cores": round(usage[name].cpu_seconds / seconds, 3),
@@ -210,11 +210,6 @@ def drain_redis_once(payments: int, consumers: int, delay_ms: int, limits: bool,
             if all(name in result for name in names):
                 result[f"{service}_cores"] = round(sum(result[name]["avg_cores"] for name in names), 3)
     return result
-
-
-def _peak_rss_bytes(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 def scaling(results: list[dict]) -> dict[tuple[int, int], dict]:
@@ -290,18 +285,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs per delay (and consumer count)")
     parser.add_argument("--no-limits", dest="limits", action="store_false")
     parser.add_argument("--run-dir", default="/tmp/rinha-drain")
-    parser.add_argument("--standin-ports", default="8001,8002", metavar="DEFAULT,FALLBACK",
-                        help="the processor stand-ins' ports")
-    parser.add_argument("--cgroup-parent", default="rinha",
-                        help="cgroups go under <controller>/<this>/<service>: another name for a second "
-                             "stack with limits on the same machine")
+    add_isolation_options(parser)
     parser.add_argument("--timeout", type=float, default=120, help="seconds a drain may take")
     args = parser.parse_args()
-    try:
-        default_port, fallback_port = (int(p) for p in args.standin_ports.split(","))
-    except ValueError:
-        parser.error("--standin-ports takes two ports: DEFAULT,FALLBACK")
-    args.standin_ports = (default_port, fallback_port)
     args.payments = args.payments or DEFAULTS[args.store]["payments"]
     args.delays = args.delays or DEFAULTS[args.store]["delays"]
     if args.consumers and args.store != "redis":

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tools.clients import Backend, Load, Processors, verify
-from tools.stack import STORES, Stack, StackConfig, node_name
+from tools.stack import STORES, Stack, StackConfig, add_isolation_options, node_name
 
 # Short leases and timeouts so that a killed consumer's payments come back in
 # seconds rather than a minute.
@@ -58,13 +58,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=int(os.environ.get("NODES") or "1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or "9999"),
                         help="node 1's nginx (node i: port - (i - 1))")
-    parser.add_argument("--default-port", type=int, default=8001, help="the default stand-in")
-    parser.add_argument("--fallback-port", type=int, default=8002, help="the fallback stand-in")
     parser.add_argument("--run-dir", default="/tmp/rinha-chaos")
+    add_isolation_options(parser, cgroups=False)  # its stack runs without limits
     args = parser.parse_args()
     services = args.services.split(",") if args.services else kill_kinds(args.store, args.nodes)
-    config = StackConfig(run_dir=Path(args.run_dir), port=args.port, default_port=args.default_port,
-                         fallback_port=args.fallback_port, env=CHAOS_ENV, store=args.store, nodes=args.nodes)
+    config = StackConfig(run_dir=Path(args.run_dir), port=args.port, default_port=args.standin_ports[0],
+                         fallback_port=args.standin_ports[1], env=CHAOS_ENV, store=args.store, nodes=args.nodes)
     kills = {name: 0 for name in services}
     with Stack(config) as stack:
         backends = [Backend(url) for url in config.base_urls]

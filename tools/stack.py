@@ -462,6 +462,24 @@ def _stop_rank(name: str) -> tuple[int, int]:
     return (STOP_ORDER.index(service) if service in STOP_ORDER else 99, node)
 
 
+def add_isolation_options(parser: argparse.ArgumentParser, *, cgroups: bool = True) -> None:
+    """``--standin-ports`` and (for a stack run inside limits) ``--cgroup-parent``:
+    what a second stack on the same machine must not share with the first."""
+    def port_pair(text: str) -> tuple[int, int]:
+        try:
+            default, fallback = (int(port) for port in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError("two ports: DEFAULT,FALLBACK") from None
+        return default, fallback
+
+    parser.add_argument("--standin-ports", type=port_pair, default=(8001, 8002), metavar="DEFAULT,FALLBACK",
+                        help="the processor stand-ins' ports")
+    if cgroups:
+        parser.add_argument("--cgroup-parent", default="rinha",
+                            help="cgroups go under <controller>/<this>/<service>: another name for a second "
+                                 "stack with limits on the same machine")
+
+
 def stop_by_pidfiles(run_dir: Path) -> int:
     """Stop processes a ``run`` elsewhere started, trusting only our pidfiles
     and only PIDs whose command line is one of ours."""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from services.common.config import env_str
 from services.common.notls import keep_tls_out
 
 if __name__ == "__main__":  # run as the service, not imported (tests)
-    import os as _os
-
     # Before anything imports asyncio; a cache on Redis also needs redis-py
     # imported while ``ssl`` is inert (CACHE_STORE is validated later).
-    keep_tls_out(("uvloop", "redis.asyncio") if _os.environ.get("CACHE_STORE", "").strip() == "redis"
-                 else ("uvloop",))
+    keep_tls_out(("uvloop", "redis.asyncio") if env_str("CACHE_STORE", "memory") == "redis" else ("uvloop",))
 
 import asyncio
 import contextlib
@@ -27,7 +25,7 @@ from services.cache.memory.journal import FSYNC_POLICIES
 from services.cache.server import CacheService, housekeeping_forever
 from services.cache.store import CacheStore
 from services.common import logs, runtime
-from services.common.config import ConfigError, env_choice, env_int, env_str, load_or_exit
+from services.common.config import ConfigError, env_choice, env_int, load_or_exit
 from services.common.rpc import pipeline_pb2_grpc
 
 STORES = ("memory", "redis")

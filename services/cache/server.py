@@ -13,7 +13,6 @@ import grpc
 from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, State,
                                   StoreUnavailable, Totals)
 from services.common import logs
-from services.common.payment import PROCESSORS
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 
@@ -153,7 +152,7 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
 
 def _sum_consumers(consumers: list[pb.ConsumerStats], health: tuple[Health, ...]) -> pb.ConsumerStats:
     """Every consumer's counters added up, with the system's view of health."""
-    total = pb.ConsumerStats(health=[_health(h) for h in health if h.processor in PROCESSORS])
+    total = pb.ConsumerStats(health=[_health(h) for h in health])
     for one in consumers:
         for name in _SUMMED:
             setattr(total, name, getattr(total, name) + getattr(one, name))

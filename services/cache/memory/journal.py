@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.cache.memory.state import Counters
 from services.cache.store import Completed, State
 from services.common.timefmt import now_ms
 
@@ -102,7 +103,7 @@ class Journal:
                 state.restore_attempts(args[0], int(args[1]))
             elif kind == "X":
                 state.purge()
-        state.counters = type(state.counters)()
+        state.counters = Counters()
         return count
 
     # -- the records --------------------------------------------------------

@@ -37,8 +37,8 @@ log = logging.getLogger("cache.redis")
 
 PREFIX = "{rinha}:"  # one hash tag: every key in one slot
 LIBRARY = resources.files(__package__).joinpath("store.lua").read_text()
-# Every millisecond the ledger's buckets cover (store.lua's TOP).
-_FOREVER_MS = 16**12 - 1
+# An open bound: store.lua clamps a window to the milliseconds its buckets cover.
+_UNBOUNDED_MS = 2**53
 # A long poll re-asks at least this often, in case a wake-up was missed
 # (the pub/sub connection dropping and coming back).
 _BACKSTOP_SECONDS = 0.5
@@ -186,9 +186,7 @@ class RedisStore:
     # -- reads -----------------------------------------------------------------
     async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
         lo = 0 if from_us is None else -(-from_us // 1000)
-        hi = _FOREVER_MS if to_us is None else to_us // 1000
-        if hi < lo:
-            return {name: Totals(0, 0) for name in PROCESSORS}
+        hi = _UNBOUNDED_MS if to_us is None else to_us // 1000
         flat = await self._call("rinha_totals", lo, hi)
         return {name: Totals(int(flat[2 * i]), int(flat[2 * i + 1])) for i, name in enumerate(PROCESSORS)}
 
