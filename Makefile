@@ -64,8 +64,9 @@ drain: install
 	$(PY) -m loadtest.drain
 
 # Kill and restart every service in turn under load, then check the invariants.
+# FAULTS=freeze,disk,... (or all) picks other classes of fault (tools/chaos.py).
 chaos: install
-	$(PY) -m tools.chaos --store $(STORE) --nodes $(NODES)
+	$(PY) -m tools.chaos --store $(STORE) --nodes $(NODES) $(if $(FAULTS),--faults $(FAULTS))
 
 # Regenerate the gRPC stubs from protos/ (tests fail if they are stale).
 stubs: $(STAMP)

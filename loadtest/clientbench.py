@@ -35,7 +35,7 @@ Post = Callable[[bytes], Awaitable[int]]
 async def own_client(stack: AsyncExitStack, url: str) -> Post:
     from services.consumer.http import Origin, PoolLimits
 
-    origin = Origin(url, PoolLimits(max_idle=CONNECTIONS))
+    origin = Origin(url, PoolLimits(max_idle=CONNECTIONS, max_connections=CONNECTIONS))
     stack.callback(origin.close)
 
     async def post(body: bytes) -> int:

@@ -25,7 +25,29 @@ Where the contract is silent, the choices are:
 * ``GET /admin/health-calls`` (not in the contract, token-guarded) lists the
   arrival time (epoch ms) of every health call since the last admin purge,
   429s included, so a test can check that a system of several consumers
-  keeps to the shared budget instead of relying on being refused.
+  keeps to the shared budget instead of relying on being refused;
+* three more fault switches (not in the contract, token-guarded like the others,
+  all switched off by the admin purge; ``standin/faults.py``) provoke answers
+  that are not the processor's verdict (issue 17):
+
+  - ``PUT /admin/configurations/refuse`` ``{"every": N, "status": S}``: a
+    payment whose correlationId ``faults.is_poison`` picks (sha256 of the id
+    mod N is 0) is refused with S (default 400, any 4xx) and a JSON error, after
+    the delay and before anything else is decided, every time it is sent, and
+    nothing is stored: it is that payment the processor refuses;
+  - ``PUT /admin/configurations/proxy`` ``{"every": N, "status": S}``: every
+    N-th payment (counted from when the switch was set) is processed as usual,
+    and whatever the processor decided (stored, 422 or 500) is answered with S
+    (502, 503 or 504; default 502) and an HTML body, as a proxy that lost its
+    upstream's answer would;
+  - ``PUT /admin/configurations/trickle`` ``{"every": N, "seconds": T}``: every
+    N-th payment is processed as usual, then its answer's head is sent a byte at
+    a time over T seconds (default 5), its body at once, and the connection is
+    closed, so a caller's timeout hits mid-head;
+
+  N = 0 switches one off; when proxy and trickle both pick a payment, the proxy
+  answers; the answer to each switch is ``{"config", "was", "is"}`` as for delay
+  and failure.
 """
 
 from __future__ import annotations
@@ -36,12 +58,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from http import HTTPStatus
 from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
 
 from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
+from standin.faults import PROXY_BODIES, InvalidSwitch, Proxy, Refuse, Trickle, is_poison
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -144,6 +168,9 @@ class Processor:
         self.token = settings.token
         self.delay_ms = 0
         self.failing = False
+        self.refuse = Refuse()
+        self.proxy = Proxy()
+        self.trickle = Trickle()
         self.payments: dict[str, Payment] = {}
         # Arrival of every health call (epoch ms), answered or refused, since the last purge.
         self.health_calls: list[int] = []
@@ -154,12 +181,17 @@ class Processor:
         """The delay comes first, and the decision reads the faults as they are after it."""
         if self.delay_ms > 0:
             await asyncio.sleep(self.delay_ms / 1000)
+        if is_poison(correlation_id, self.refuse.every):
+            return self.refuse.status
         if self.failing:
             return 500
         if correlation_id in self.payments:
             return 422
         self.payments[correlation_id] = payment
         return 200
+
+    def switch_faults_off(self) -> None:
+        self.refuse, self.proxy, self.trickle = Refuse(), Proxy(), Trickle()
 
     def summary(self, lo_us: int | None, hi_us: int | None) -> dict[str, Any]:
         """Sums in integer cents and a decimal fee, as SQL NUMERIC would: floats drift over 17k rows."""
@@ -256,6 +288,37 @@ def _consume_exception(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def _reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
+
+
+async def _trickle(request: web.Request, status: int, body: bytes, seconds: float) -> None:
+    """Sends the answer itself, its head a byte at a time over ``seconds``, then closes.
+
+    aiohttp writes a response's head in one piece, so this one goes straight to
+    the transport; the connection is closed after it, and aiohttp's own attempt
+    to answer then meets a closed transport, which it takes as a client gone.
+    """
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, _reason_phrase(status), len(body)))
+    loop = asyncio.get_running_loop()
+    start, pause = loop.time(), seconds / len(head)
+    for i in range(len(head)):
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return  # the caller gave up: nothing more to send
+        transport.write(head[i:i + 1])
+        # Paced against the start, so the sleeps' overshoots do not add up past ``seconds``.
+        await asyncio.sleep(max(0.0, start + (i + 1) * pause - loop.time()))
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        transport.write(body)
+        transport.close()
+
+
 def build_app(settings: StandinSettings | None = None) -> web.Application:
     proc = Processor(settings or StandinSettings())
     app = web.Application()
@@ -271,14 +334,26 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
                 proc.gate.leave()
         return admitted
 
-    async def settle(request: web.Request) -> web.Response:
+    async def settle(request: web.Request) -> web.StreamResponse:
         correlation_id, payment = parse_payment(await _read_object(request))
+        # Picked on arrival, each counter seeing every payment, so each switch's
+        # "every N-th" holds alone and a switch changed during the delay cannot unpick it.
+        proxy_status = proc.proxy.status if proc.proxy.fires() else 0
+        trickle_seconds = proc.trickle.seconds if proc.trickle.fires() else 0.0
         status = await proc.process(correlation_id, payment)
+        if proxy_status:
+            return web.Response(body=PROXY_BODIES[proxy_status], status=proxy_status, content_type="text/html")
         if status == 200:
-            return _json(_PROCESSED)
-        if status == 422:
-            return _json({"error": "payment already exists"}, 422)
-        return _json({"error": "payment processor is failing"}, 500)
+            body = _PROCESSED
+        elif status == 422:
+            body = orjson.dumps({"error": "payment already exists"})
+        elif status == 500:
+            body = orjson.dumps({"error": "payment processor is failing"})
+        else:
+            body = orjson.dumps({"error": f"payment {correlation_id} refused"})
+        if trickle_seconds:
+            await _trickle(request, status, body, trickle_seconds)
+        return _json(body, status)
 
     gated_settle = gated(settle)
 
@@ -336,9 +411,21 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
             return _json({"config": key, "was": was, "is": value})
         return put
 
+    def switch(key: str, parse: Callable[[dict[str, Any]], Refuse | Proxy | Trickle]) -> Handler:
+        async def put(request: web.Request) -> web.Response:
+            try:
+                value = parse(await _read_object(request))
+            except InvalidSwitch as exc:
+                _refuse(web.HTTPBadRequest, f"{key}: {exc}")
+            was = getattr(proc, key)
+            setattr(proc, key, value)  # a new switch: its count starts again
+            return _json({"config": key, "was": was.settings(), "is": value.settings()})
+        return put
+
     async def purge(request: web.Request) -> web.Response:
         proc.payments.clear()
         proc.health_calls.clear()
+        proc.switch_faults_off()
         return _json(_PURGED)
 
     async def health_calls(request: web.Request) -> web.Response:
@@ -351,6 +438,9 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
     app.router.add_put("/admin/configurations/token", admin(set_token))
     app.router.add_put("/admin/configurations/delay", admin(setter("delay", "delay_ms", _is_delay, "an integer >= 0 (ms)")))
     app.router.add_put("/admin/configurations/failure", admin(setter("failure", "failing", _is_flag, "a boolean")))
+    app.router.add_put("/admin/configurations/refuse", admin(switch("refuse", Refuse.parse)))
+    app.router.add_put("/admin/configurations/proxy", admin(switch("proxy", Proxy.parse)))
+    app.router.add_put("/admin/configurations/trickle", admin(switch("trickle", Trickle.parse)))
     app.router.add_post("/admin/purge-payments", admin(purge))
     app.router.add_get("/admin/health-calls", admin(health_calls))
     return app

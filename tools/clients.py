@@ -30,9 +30,35 @@ class Processors:
         if failure is not None:
             self.http.put(f"{self.urls[name]}/admin/configurations/failure", json={"failure": failure}).raise_for_status()
 
+    # The stand-in's fault switches (standin/app.py), beyond the official
+    # processor's delay and failure. Each takes "every": the N-th payment
+    # (by a hash of its correlationId for refuse, by arrival for the others);
+    # 0 switches it off.
+    def refuse(self, name: str, every: int, status: int = 400) -> None:
+        """Refuse the poison payments (``standin.faults.is_poison(id, every)``)
+        with ``status``, never storing them: a payment that can never be charged."""
+        self._switch(name, "refuse", {"every": every, "status": status})
+
+    def proxy(self, name: str, every: int, status: int = 502) -> None:
+        """Store every N-th payment, then answer ``status`` (502/504) as a
+        proxy in front of the processor would: charged, yet reported failed."""
+        self._switch(name, "proxy", {"every": every, "status": status})
+
+    def trickle(self, name: str, every: int, seconds: float) -> None:
+        """Send the headers of every N-th answer only after ``seconds``: slow headers."""
+        self._switch(name, "trickle", {"every": every, "seconds": seconds})
+
+    def _switch(self, name: str, switch: str, body: dict[str, float]) -> None:
+        self.http.put(f"{self.urls[name]}/admin/configurations/{switch}", json=body).raise_for_status()
+
     def reset(self) -> None:
         for name in self.urls:
             self.configure(name, delay=0, failure=False)
+            for switch in ("refuse", "proxy", "trickle"):
+                # Best effort: a processor without the switch (the official
+                # one) has nothing to switch off, and the purge below resets
+                # the stand-in's switches anyway.
+                self.http.put(f"{self.urls[name]}/admin/configurations/{switch}", json={"every": 0})
             self.http.post(f"{self.urls[name]}/admin/purge-payments").raise_for_status()
 
     def summary(self, name: str, params: dict[str, str] | None = None) -> dict:
@@ -90,40 +116,107 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One POST /payments: when it was sent (``time.monotonic()``), how long
+    its answer took, and its status (None: no answer, a connection error or
+    the client's timeout)."""
+
+    correlation_id: str
+    sent_at: float
+    seconds: float
+    status: int | None
+    # A refusal the client can act on: a JSON body and a Retry-After header
+    # (what a 503 must carry; not looked at for other statuses).
+    well_formed_refusal: bool = False
+
+
+@dataclass(frozen=True)
+class Window:
+    """What happened to the POSTs sent during one fault: statuses counted
+    ("none" for unanswered), the slowest answer, and how many 503s lacked
+    the JSON body or the Retry-After a client needs to come back."""
+
+    posts: int
+    statuses: dict[str, int]
+    max_latency_ms: float
+    bad_503s: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome]) -> Window:
+        statuses = Counter("none" if o.status is None else str(o.status) for o in outcomes)
+        return cls(posts=len(outcomes), statuses=dict(sorted(statuses.items())),
+                   max_latency_ms=round(max((o.seconds for o in outcomes), default=0.0) * 1000, 1),
+                   bad_503s=sum(1 for o in outcomes if o.status == 503 and not o.well_formed_refusal))
+
+
 class Load(threading.Thread):
     """Posts payments through nginx at a steady pace, remembering every answer.
 
     Given several base URLs (one per node of a cluster), it takes them in
     turn, so every node's nginx carries an equal share; ``accepted_by`` counts
     the 2XX each one gave, so a test can tell that a node took part.
+    ``outcomes`` keeps each POST's time, latency and status, so a fault's
+    effect on intake can be read afterwards (``window``).
     """
 
-    def __init__(self, base_url: str | Sequence[str], per_second: float = 100) -> None:
+    def __init__(self, base_url: str | Sequence[str], per_second: float = 100, concurrency: int = 1) -> None:
         super().__init__(daemon=True)
         self.urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        self.clients = [httpx.Client(base_url=url, timeout=5) for url in self.urls]
+        # Each worker posts at per_second / concurrency with its own clients:
+        # with one, a single stalled answer (a frozen api) stalls all the load,
+        # and a fault's window shows one request instead of what clients see.
+        self.concurrency = max(1, concurrency)
+        self.worker_clients = [[httpx.Client(base_url=url, timeout=5) for url in self.urls]
+                               for _ in range(self.concurrency)]
+        self.clients = self.worker_clients[0]
         self.http = self.clients[0]
-        self.pause = 1 / per_second
+        self.pause = self.concurrency / per_second
         self.accepted: list[str] = []
         self.refused: list[str] = []
         self.unanswered: list[str] = []
         self.accepted_by: Counter[str] = Counter()
+        self.outcomes: list[Outcome] = []
         self.started_at: datetime | None = None
         self._halt = threading.Event()
+        self._counting = threading.Lock()
 
     def run(self) -> None:
         self.started_at = datetime.now(timezone.utc)
-        for url, http in itertools.cycle(zip(self.urls, self.clients)):
+        helpers = [threading.Thread(target=self._post_loop, args=(worker,), daemon=True)
+                   for worker in range(1, self.concurrency)]
+        for helper in helpers:
+            helper.start()
+        self._post_loop(0)
+        for helper in helpers:
+            helper.join()
+
+    def _post_loop(self, worker: int) -> None:
+        # Staggered, so the workers' posts interleave instead of arriving in bursts.
+        self._halt.wait(self.pause * worker / self.concurrency)
+        # Worker w starts at URL w: with as many workers as nodes, each node still gets an equal share.
+        urls = self.urls[worker % len(self.urls):] + self.urls[:worker % len(self.urls)]
+        clients = self.worker_clients[worker]
+        clients = clients[worker % len(clients):] + clients[:worker % len(clients)]
+        for url, http in itertools.cycle(zip(urls, clients)):
             if self._halt.is_set():
                 break
             correlation_id = str(uuid.uuid4())
+            sent = time.monotonic()
+            status: int | None = None
+            well_formed = False
             try:
                 response = http.post("/payments", json={"correlationId": correlation_id, "amount": 19.9})
+                status = response.status_code
+                well_formed = ("retry-after" in response.headers
+                               and response.headers.get("content-type", "").startswith("application/json"))
                 (self.accepted if response.is_success else self.refused).append(correlation_id)
                 if response.is_success:
-                    self.accepted_by[url] += 1
+                    with self._counting:
+                        self.accepted_by[url] += 1
             except httpx.HTTPError:
                 self.unanswered.append(correlation_id)
+            self.outcomes.append(Outcome(correlation_id, sent, time.monotonic() - sent, status, well_formed))
             time.sleep(self.pause)
 
     def stop(self) -> None:
@@ -133,6 +226,16 @@ class Load(threading.Thread):
     @property
     def attempted(self) -> list[str]:
         return self.accepted + self.refused + self.unanswered
+
+    def window(self, start: float, end: float) -> Window:
+        """The POSTs sent between two ``time.monotonic()`` readings. A POST
+        sent just before ``start`` and answered during the fault counts for
+        the fault too: its latency is the fault's."""
+        return Window.of([o for o in list(self.outcomes) if start <= o.sent_at + o.seconds and o.sent_at <= end])
+
+    def statuses(self) -> Counter[str]:
+        """Every POST's status so far ("none": unanswered)."""
+        return Counter("none" if o.status is None else str(o.status) for o in list(self.outcomes))
 
 
 @dataclass(frozen=True)
@@ -147,16 +250,28 @@ class Verdict:
     inconsistencies: int
     # Summaries compared with the processors': windows x nodes asked.
     summaries_compared: int = 0
+    # With poison payments (``verify(poison_every=N)``): the accepted ones that
+    # no processor will ever take; of those, how many ended "rejected" and
+    # uncharged as they must, and how many were charged all the same; and
+    # payments that were not poison yet ended "rejected".
+    poison: int = 0
+    rejected: int = 0
+    poison_charged: int = 0
+    wrongly_rejected: int = 0
 
     def problems(self) -> list[str]:
         """What breaks exactly-once, in words; empty when nothing does."""
+        unsettled_poison = self.poison - self.rejected - self.poison_charged
         found = {f"{self.lost} accepted payments never charged": self.lost,
                  f"{self.double} payments charged at both processors": self.double,
                  f"{self.ledger_mismatches} ledger entries differ from the processors' records":
                      self.ledger_mismatches,
                  f"{self.inconsistencies} summaries differ from the processors'": self.inconsistencies,
-                 f"fewer processed ({self.processed}) than accepted ({self.accepted})":
-                     self.processed < self.accepted}
+                 f"fewer processed ({self.processed}) than accepted and chargeable ({self.accepted - self.poison})":
+                     self.processed < self.accepted - self.poison,
+                 f"{self.poison_charged} poison payments charged": self.poison_charged,
+                 f"{unsettled_poison} poison payments neither rejected nor charged": unsettled_poison,
+                 f"{self.wrongly_rejected} payments rejected that no processor refused": self.wrongly_rejected}
         return [text for text, count in found.items() if count]
 
     @property
@@ -188,31 +303,51 @@ def summary_differences(ours: dict, theirs: dict[str, dict]) -> int:
                for n in ("default", "fallback"))
 
 
+def poison_predicate(every: int) -> Callable[[str], bool]:
+    """Which correlationIds the stand-ins refuse under ``Processors.refuse(name,
+    every)``: theirs, imported, so the two can never disagree (nothing is
+    poison when ``every`` is 0)."""
+    if every <= 0:
+        return lambda correlation_id: False
+    from standin.faults import is_poison  # only runs that inject poison need the stand-in's predicate
+
+    return lambda correlation_id: is_poison(correlation_id, every)
+
+
 def verify(load: Load, backend: Backend | Sequence[Backend], processors: Processors, *,
-           drain_timeout: float = 60) -> Verdict:
+           drain_timeout: float = 60, poison_every: int = 0) -> Verdict:
     """Every accepted payment charged exactly once, at one processor, and our
     ledger and summary equal to what the processors hold.
 
     With several backends (one per node of a cluster, all over one store) the
     ledger lookups take them in turn and every summary window is read through
     each of them: a node answering from stale or partial state fails here.
+
+    ``poison_every``: the stand-ins refused the poison payments
+    (``Processors.refuse``), so those must end "rejected" in our ledger,
+    charged nowhere, and out of the summaries; every other one as above.
     """
     backends = [backend] if isinstance(backend, Backend) else list(backend)
     first = backends[0]
+    is_poison = poison_predicate(poison_every)
     accepted = set(load.accepted)
-    wait_for(lambda: first.processed() >= len(accepted), drain_timeout, f"{len(accepted)} payments processed")
+    poison = {cid for cid in accepted if is_poison(cid)}
+    chargeable = len(accepted) - len(poison)
+    wait_for(lambda: first.processed() >= chargeable, drain_timeout, f"{chargeable} payments processed")
     wait_for(lambda: first.backlog() == 0, 30, "an empty queue")
     where = {cid: [n for n in ("default", "fallback") if processors.find(n, cid)] for cid in load.attempted}
     mismatches = 0
+    states: dict[str, str | None] = {}
     for (correlation_id, found), asked in zip(where.items(), itertools.cycle(backends)):
         state = asked.http.get(f"/payments/{correlation_id}")
+        ours = state.json() if state.status_code == 200 else {}
+        states[correlation_id] = ours.get("state")
         if found:
             theirs = processors.find(found[0], correlation_id) or {}
-            ours = state.json() if state.status_code == 200 else {}
             mismatches += (ours.get("state"), ours.get("processor"), ours.get("requestedAt")) != \
                 ("processed", found[0], theirs.get("requestedAt"))
         else:
-            mismatches += state.status_code == 200 and state.json().get("state") == "processed"
+            mismatches += ours.get("state") == "processed"
     inconsistencies = compared = 0
     for params in summary_windows(load.started_at):
         theirs = {n: processors.summary(n, params) for n in ("default", "fallback")}
@@ -222,7 +357,10 @@ def verify(load: Load, backend: Backend | Sequence[Backend], processors: Process
     ours = first.summary()
     return Verdict(accepted=len(accepted), refused=len(load.refused), unanswered=len(load.unanswered),
                    processed=ours["default"]["totalRequests"] + ours["fallback"]["totalRequests"],
-                   lost=sum(1 for c in accepted if not where[c]),
+                   lost=sum(1 for c in accepted - poison if not where[c]),
                    double=sum(1 for found in where.values() if len(found) > 1),
                    ledger_mismatches=mismatches, inconsistencies=inconsistencies,
-                   summaries_compared=compared)
+                   summaries_compared=compared, poison=len(poison),
+                   rejected=sum(1 for c in poison if not where[c] and states[c] == "rejected"),
+                   poison_charged=sum(1 for c in poison if where[c]),
+                   wrongly_rejected=sum(1 for c in accepted - poison if states[c] == "rejected"))

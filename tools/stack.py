@@ -7,6 +7,13 @@ the consumer and the real nginx from the repo's nginx.conf rendered for local
 paths, then waits; Ctrl-C or SIGTERM stops everything it started.
 ``python -m tools.stack stop`` stops a stack started elsewhere, by its pidfiles.
 
+Supervision (``run``): like compose's ``restart: unless-stopped``, a service
+whose process exits is started again (``Supervisor``): after a backoff that
+doubles from 0.5 s to 30 s and resets once the service has stayed up 30 s,
+never giving up; each restart is logged on stderr and counted in
+RUN_DIR/supervisor.json, which every service finds through SUPERVISOR_STATUS
+(the api shows it in /stats). Only Ctrl-C or SIGTERM stops the stack.
+
 ``STORE=redis NODES=2`` (or ``--store redis --nodes 2``) starts the scaled-out
 form of docker-compose.redis.yml instead: one redis-server (AOF on, a unix
 socket in RUN_DIR/redis) and N *nodes*, each its own nginx, two apis, a cache
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -44,6 +52,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
@@ -59,6 +68,7 @@ DEFAULT_RUN_DIR = Path(os.environ.get("RUN_DIR", "/tmp/rinha-run"))
 # last cache front that writes to it.
 STOP_ORDER = ("nginx", "api1", "api2", "consumer", "cache", "redis", "processor-default", "processor-fallback")
 STORES = ("memory", "redis")
+SUPERVISOR_STATUS_FILE = "supervisor.json"
 NODE_NAME = re.compile(r"n(\d+)\.(.+)")
 WHOLE_NODE = re.compile(r"node(\d+)")
 
@@ -199,6 +209,11 @@ class Stack:
         # Services stopped with SIGSTOP and not continued since.
         self.frozen: set[str] = set()
 
+    @property
+    def supervisor_status(self) -> Path:
+        """Where a ``Supervisor`` of this stack writes its restart counts."""
+        return self.run_dir / SUPERVISOR_STATUS_FILE
+
     # -- paths --------------------------------------------------------------
     def node_dir(self, node: int) -> Path:
         return self.run_dir if node == 1 else self.run_dir / f"n{node}"
@@ -278,7 +293,10 @@ class Stack:
         default_url, fallback_url = self.config.processor_urls
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
                "CACHE_ADDRESS": self.cache_address_of(node),
-               "PROCESSOR_DEFAULT_URL": default_url, "PROCESSOR_FALLBACK_URL": fallback_url}
+               "PROCESSOR_DEFAULT_URL": default_url, "PROCESSOR_FALLBACK_URL": fallback_url,
+               # Every service may report the restarts (services/common/supervision.py);
+               # the file exists only while a Supervisor watches this stack.
+               "SUPERVISOR_STATUS": str(self.supervisor_status)}
         if service == "cache":
             env["CACHE_STORE"] = self.config.store
             env["CACHE_JOURNAL"] = str(self.node_dir(node) / "cache" / "journal.log")
@@ -462,6 +480,151 @@ def _stop_rank(name: str) -> tuple[int, int]:
     return (STOP_ORDER.index(service) if service in STOP_ORDER else 99, node)
 
 
+class Supervised(Protocol):
+    """What a ``Supervisor`` needs of a stack (a ``Stack``; a fake in unit tests)."""
+
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    def restart(self, name: str) -> None: ...
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None: ...
+
+
+def describe_exit(returncode: int | None) -> str:
+    """"exit code 3" / "signal SIGKILL": Popen's negative codes are signals."""
+    if returncode is None:
+        return "no exit"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-returncode).name}"
+        return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def write_json_atomically(path: Path, document: object) -> None:
+    """Readers (every api's /stats) see the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(document, sort_keys=True))
+    os.replace(temporary, path)
+
+
+class Supervisor:
+    """``restart: unless-stopped`` for a local stack: every service whose
+    process has exited is started again, after a backoff, forever.
+
+    The work is ``poll_once(now)``, called from outside (``run`` loops over it
+    twice a second for ``make run``; chaos calls it between its own faults,
+    when no service is down on purpose; unit tests with a fake clock), so the
+    supervisor owns no thread and reads no clock of its own. The backoff doubles from ``first_delay`` up to
+    ``max_delay`` with each failure in a row (an exit, or a start that failed),
+    and is forgotten once the service has stayed up ``stable_after`` seconds:
+    a service that crashes once a day restarts at once, one that crashes at
+    start-up does not spin. A restart that raises counts as one more failure
+    (hence a longer delay), never as the supervisor's own end.
+
+    ``restarts`` (successful restarts by name) goes to ``status_path`` as
+    ``{"restarts": {...}, "updatedAt": <epoch ms>}`` whenever it changes;
+    ``exits`` counts the exits it noticed (not failed starts), which chaos
+    reports as processes that died.
+    """
+
+    def __init__(self, stack: Supervised, status_path: Path | None = None, *, first_delay: float = 0.5,
+                 max_delay: float = 30.0, stable_after: float = 30.0,
+                 log: Callable[[str], None] | None = None, now: float | None = None) -> None:
+        self.stack = stack
+        self.status_path = status_path
+        self.first_delay, self.max_delay, self.stable_after = first_delay, max_delay, stable_after
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        started = time.monotonic() if now is None else now
+        self.restarts: dict[str, int] = {name: 0 for name in stack.procs}
+        self.exits: dict[str, int] = {name: 0 for name in stack.procs}
+        # Failures in a row (exits and failed starts) since the service was last stable.
+        self.failures: dict[str, int] = {}
+        # Dead services and when to start them again.
+        self.due: dict[str, float] = {}
+        # Since when each running service has been up (its start, as far as we know).
+        self.up_since: dict[str, float] = {name: started for name in stack.procs}
+        # The Popen each exit was seen on: a process replaced behind our back
+        # (chaos' own kill-and-restart) is a new one to watch, not a restart of ours.
+        self._watched: dict[str, subprocess.Popen[bytes]] = dict(stack.procs)
+        self.write_status()
+
+    def delay(self, failures: int) -> float:
+        """The backoff before the next start after ``failures`` failures in a row."""
+        return min(self.max_delay, self.first_delay * 2 ** max(failures - 1, 0))
+
+    def poll_once(self, now: float) -> list[str]:
+        """Notice exits, start whatever is due; the names restarted this time."""
+        for name, proc in list(self.stack.procs.items()):
+            if name in self.due:
+                continue
+            if self._watched.get(name) is not proc:  # started by someone else: watch it from now
+                self._watched[name] = proc
+                self.up_since[name] = now
+                self.restarts.setdefault(name, 0)
+                self.exits.setdefault(name, 0)
+            returncode = proc.poll()
+            if returncode is None:
+                if now - self.up_since.get(name, now) >= self.stable_after:
+                    self.failures.pop(name, None)  # it has stayed up: the next exit restarts at once
+                continue
+            self.exits[name] = self.exits.get(name, 0) + 1
+            self._failed(name, now, f"exited ({describe_exit(returncode)})")
+        restarted = [name for name, at in sorted(self.due.items(), key=lambda item: item[1]) if at <= now
+                     and self._start(name, now)]
+        if restarted:
+            self.write_status()
+        return restarted
+
+    def _failed(self, name: str, now: float, what: str) -> None:
+        if now - self.up_since.get(name, now) >= self.stable_after:
+            self.failures.pop(name, None)
+        failures = self.failures[name] = self.failures.get(name, 0) + 1
+        wait = self.delay(failures)
+        self.due[name] = now + wait
+        self.log(f"supervisor: {name} {what}; restarts so far {self.restarts.get(name, 0)}, "
+                 f"failures in a row {failures}; restarting in {wait:.1f}s")
+
+    def _start(self, name: str, now: float) -> bool:
+        del self.due[name]
+        try:
+            self.stack.restart(name)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a start raises, the supervisor carries on
+            # A start that timed out may have left the process running but
+            # useless: end it, so that "dead, due at ..." is the whole state.
+            with contextlib.suppress(Exception):
+                self.stack.kill(name, signal.SIGKILL)
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._failed(name, now, f"failed to start ({first_line})")
+            self._watched[name] = self.stack.procs.get(name)  # type: ignore[assignment]
+            return False
+        self._watched[name] = self.stack.procs[name]
+        self.up_since[name] = now
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.log(f"supervisor: {name} restarted (restart #{self.restarts[name]})")
+        return True
+
+    def write_status(self) -> None:
+        """The counts for /stats; a failed write (disk full) is retried with the next change."""
+        if self.status_path is None:
+            return
+        try:
+            write_json_atomically(self.status_path, {"restarts": dict(sorted(self.restarts.items())),
+                                                     "updatedAt": int(time.time() * 1000)})
+        except OSError as exc:
+            self.log(f"supervisor: cannot write {self.status_path}: {exc}")
+
+    def run(self, interval: float = 0.5, until: Callable[[], bool] = lambda: False,
+            clock: Callable[[], float] = time.monotonic) -> None:
+        """Poll every ``interval`` seconds until ``until()`` (forever by default:
+        Ctrl-C/SIGTERM, turned into KeyboardInterrupt by ``main``, ends it)."""
+        while not until():
+            self.poll_once(clock())
+            time.sleep(interval)
+
+
 def add_isolation_options(parser: argparse.ArgumentParser, *, cgroups: bool = True) -> None:
     """``--standin-ports`` and (for a stack run inside limits) ``--cgroup-parent``:
     what a second stack on the same machine must not share with the first."""
@@ -522,11 +685,9 @@ def main() -> None:
         cluster = f"; {config.nodes} nodes over Redis at {stack.redis.url}" if stack.redis else ""
         print(f"stack up: {'  '.join(config.base_urls)}  (processors {', '.join(config.processor_urls)}"
               f"{cluster}; logs in {stack.log_dir}; Ctrl-C stops it)", flush=True)
-        while all(proc.poll() is None for proc in stack.procs.values()):
-            time.sleep(0.5)
-        dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
-        print(f"stopping: {', '.join(dead)} exited; see {stack.log_dir}", file=sys.stderr)
-        raise SystemExit(1)
+        # A service that exits is restarted (with backoff), never the end of
+        # the stack: only Ctrl-C or SIGTERM (KeyboardInterrupt here) is.
+        Supervisor(stack, stack.supervisor_status).run()
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:

@@ -17,10 +17,11 @@ from pathlib import Path
 from aiohttp import web
 
 from services.api.handlers import Api, ApiOptions
+from services.api.http_server import JsonErrorServer
 from services.api.lane import PaymentsLane
 from services.api.shipper import Shipper
 from services.api.spool import Spool
-from services.common import logs, runtime
+from services.common import logs, runtime, supervision
 from services.common.config import ConfigError, env_choice, env_int, env_str, load_or_exit
 from services.common.rpc_client import cache_channel, cache_stub
 
@@ -37,6 +38,7 @@ class ApiSettings:
     max_backlog: int
     ship_batch: int
     ship_linger_ms: int
+    supervisor_status: str
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -50,11 +52,14 @@ class ApiSettings:
             spool_dir=Path(env_str("API_SPOOL_DIR", "/var/lib/rinha/spool")),
             cache_address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
             ack_mode=env_choice("API_ACK_MODE", "spool", ("spool", "cache")),
-            ack_timeout_ms=env_int("API_ACK_TIMEOUT_MS", 1_000, minimum=1, maximum=60_000),
+            # Below nginx's 1.5 s read timeout for POST /payments (nginx.conf):
+            # a longer wait would be cut off there and the POST retried elsewhere.
+            ack_timeout_ms=env_int("API_ACK_TIMEOUT_MS", 1_000, minimum=1, maximum=1_200),
             rpc_timeout_ms=env_int("API_RPC_TIMEOUT_MS", 3_000, minimum=10, maximum=60_000),
             max_backlog=env_int("API_MAX_BACKLOG", 100_000, minimum=1),
             ship_batch=env_int("API_SHIP_BATCH", 500, minimum=1, maximum=10_000),
             ship_linger_ms=env_int("API_SHIP_LINGER_MS", 300, minimum=0, maximum=1_000),
+            supervisor_status=env_str(supervision.ENV, ""),
         )
 
 
@@ -124,12 +129,12 @@ async def serve(settings: ApiSettings) -> None:
     api = Api(ApiOptions(ack_mode=settings.ack_mode,
                          ack_timeout_seconds=settings.ack_timeout_ms / 1000,
                          rpc_timeout_seconds=settings.rpc_timeout_ms / 1000,
-                         instance=settings.listen),
+                         instance=settings.listen, supervisor_status=settings.supervisor_status),
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
     lane = await _lane_server(api, settings.payments_listen)  # up before the main socket appears
     _open_to_nginx(settings.payments_listen)
-    runner = web.ServerRunner(web.Server(api.handle, access_log=None), handle_signals=False)
+    runner = web.ServerRunner(JsonErrorServer(api.handle, access_log=None), handle_signals=False)
     await runner.setup()
     await _site(runner, settings.listen).start()
     _open_to_nginx(settings.listen)

@@ -16,8 +16,8 @@ import orjson
 from aiohttp import web
 
 from services.api.shipper import Shipper
-from services.api.spool import Spool, SpoolFull
-from services.common import logs
+from services.api.spool import Spool, SpoolFull, SpoolUnavailable
+from services.common import logs, supervision
 from services.common.payment import InvalidPayment, parse_slip
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
@@ -41,6 +41,22 @@ def error(status: int, message: str, **headers: str) -> web.Response:
     return response
 
 
+def _payment_path(path: str) -> tuple[str, str]:
+    """``/payments/{id}`` -> (id, ""); ``/payments/{id}/requeue`` -> (id, "requeue")."""
+    correlation_id, _, action = path.removeprefix("/payments/").partition("/")
+    return correlation_id.lower(), action
+
+
+def _unknown(correlation_id: str, retention_ms: int) -> str:
+    """Why an id is not found: the cache cannot tell an id it forgot (processed
+    longer ago than its retention) from one it never saw, so it says both."""
+    if not retention_ms:
+        return f"no payment {correlation_id}"
+    hours = retention_ms / 3_600_000
+    span = f"{hours:g} h" if hours >= 1 else f"{retention_ms / 1000:g} s"
+    return f"no payment {correlation_id}: never accepted, or processed more than {span} ago (the retention)"
+
+
 def _totals_json(totals: pb.ProcessorTotals) -> dict[str, float | int]:
     return {"totalRequests": totals.total_requests,
             "totalAmount": totals.total_amount_cents / 100}
@@ -62,6 +78,7 @@ class ApiOptions:
     ack_timeout_seconds: float
     rpc_timeout_seconds: float
     instance: str
+    supervisor_status: str = ""  # the supervisor's restart counts (services/common/supervision.py)
 
 
 class Api:
@@ -84,14 +101,15 @@ class Api:
             "/health": {"GET": self.get_health},
             "/openapi.json": {"GET": self.get_openapi},
         }
-        self._lookup: dict[str, Handler] = {"GET": self.get_payment}
+        self._lookup: dict[str, Handler] = {"GET": self.get_payment}  # /payments/{id}
+        self._requeue: dict[str, Handler] = {"POST": self.requeue_payment}  # /payments/{id}/requeue
         self._openapi = OPENAPI.read_bytes() if OPENAPI.exists() else b"{}"
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         methods = self._routes.get(request.path)
         if methods is None:
             if request.path.startswith("/payments/"):
-                methods = self._lookup
+                methods = self._requeue if _payment_path(request.path)[1] else self._lookup
             else:
                 return error(404, f"no such endpoint: {request.path}")
         handler = methods.get(request.method)
@@ -102,6 +120,9 @@ class Api:
         except grpc.aio.AioRpcError as exc:
             log.warning("cache call failed", extra=logs.fields(code=str(exc.code())))
             return error(503, "the cache is unavailable, try again", **{"Retry-After": "1"})
+        except web.HTTPException as exc:  # aiohttp's own refusals (a body past its limit): JSON too
+            return error(exc.status, exc.reason, **{k: v for k, v in exc.headers.items()
+                                                    if k.lower() not in ("content-type", "content-length")})
 
     def admit(self, body: bytes) -> int:
         """Validate and spool one payment; its spool seq, or ``Refused``.
@@ -122,6 +143,10 @@ class Api:
             self.refused += 1
             raise Refused(503, "too many payments waiting, try again later",
                           {"Retry-After": "1"}) from None
+        except SpoolUnavailable as exc:  # disk full: never a 202 for what is not stored
+            # Counted (``unstorable``) and logged once per outage by the spool.
+            raise Refused(503, f"cannot store the payment now ({exc.reason}), try again",
+                          {"Retry-After": "1"}) from None
         self.accepted += 1
         return seq
 
@@ -140,8 +165,29 @@ class Api:
         if (request.content_length or 0) > MAX_BODY_BYTES:
             self.rejected += 1
             return error(413, TOO_LARGE)
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            # aiohttp's router would send this; its low-level server, which we
+            # use, does not, and a client that waits for it would wait for ever.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # Read at most one byte past the limit (a chunked body has no length to
+        # refuse it by up front), within the time nginx gives a body.
+        body = bytearray()
         try:
-            seq = self.admit(await request.read())
+            async with asyncio.timeout(5.0):
+                while len(body) <= MAX_BODY_BYTES and (chunk := await request.content.read(MAX_BODY_BYTES + 1)):
+                    body += chunk
+        except TimeoutError:
+            self.rejected += 1
+            response = error(408, "request body not received in time")
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            # Then closed at once: left to itself, aiohttp would go on reading
+            # the body that stopped coming for its lingering time (10 s).
+            request.protocol.force_close()
+            return response
+        try:
+            seq = self.admit(bytes(body))
         except Refused as exc:
             return error(exc.status, exc.message, **exc.headers)
         if self.waits_for_cache:
@@ -165,19 +211,36 @@ class Api:
         return json_response({"message": "payments purged", "purged": reply.purged})
 
     async def get_payment(self, request: web.BaseRequest) -> web.StreamResponse:
-        correlation_id = request.path.removeprefix("/payments/").lower()
+        correlation_id, _ = _payment_path(request.path)
         if self.spool.holds(correlation_id):
             return json_response({"correlationId": correlation_id, "state": "accepted"})
         reply = await self.stub.Lookup(pb.LookupRequest(correlation_id=correlation_id),
                                        timeout=self.options.rpc_timeout_seconds)
         if reply.state == "unknown":
-            return error(404, f"no payment {correlation_id}")
+            return error(404, _unknown(correlation_id, reply.retention_ms))
         body: dict[str, object] = {"correlationId": correlation_id, "state": reply.state,
                                    "amount": reply.amount_cents / 100, "attempts": reply.attempts}
         if reply.state == "processed":
             body["processor"] = reply.processor
             body["requestedAt"] = format_ms(reply.requested_at_ms)
+        elif reply.state == "rejected":
+            body["processor"] = reply.processor
+            body["reason"] = reply.reason
         return json_response(body)
+
+    async def requeue_payment(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``POST /payments/{id}/requeue``: an operator sends a rejected
+        payment (refused by a processor) through the pipeline again."""
+        correlation_id, action = _payment_path(request.path)
+        if action != "requeue":
+            return error(404, f"no such endpoint: {request.path}")
+        reply = await self.stub.Revive(pb.ReviveRequest(correlation_id=correlation_id),
+                                       timeout=self.options.rpc_timeout_seconds)
+        if reply.revived:
+            return json_response({"correlationId": correlation_id, "state": reply.state}, 202)
+        if reply.state == "unknown":
+            return error(404, f"no payment {correlation_id}")
+        return error(409, f"payment {correlation_id} is {reply.state}, not rejected: nothing to requeue")
 
     async def get_stats(self, request: web.BaseRequest) -> web.StreamResponse:
         reply = await self.stub.Stats(pb.StatsRequest(), timeout=self.options.rpc_timeout_seconds)
@@ -186,7 +249,9 @@ class Api:
             "queue": {"pending": reply.queued, "delayed": reply.delayed,
                       "inFlight": reply.in_flight, "requeued": reply.requeued,
                       "staleRequeues": reply.stale_requeues, "duplicates": reply.duplicates,
-                      "lateCompletions": reply.late_completions},
+                      "lateCompletions": reply.late_completions, "rejected": reply.rejected,
+                      "expiredDuplicates": reply.expired_duplicates,
+                      "retentionSeconds": reply.retention_ms // 1000},
             "processed": {"default": _totals_json(reply.default),
                           "fallback": _totals_json(reply.fallback)},
             "consumer": {  # every live consumer's figures added up
@@ -204,6 +269,8 @@ class Api:
                 "publishedAt": format_ms(consumer.published_at_ms) if consumer.published_at_ms else None,
             },
             "api": self._local_stats(),
+            # Restarts by the local supervisor (make run); compose counts its own.
+            "restarts": supervision.restarts(self.options.supervisor_status),
         })
 
     async def get_openapi(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -214,6 +281,6 @@ class Api:
 
     def _local_stats(self) -> dict[str, object]:
         return {"instance": self.options.instance, "accepted": self.accepted,
-                "rejected": self.rejected, "refused": self.refused,
+                "rejected": self.rejected, "refused": self.refused, "unstorable": self.spool.unstorable,
                 "spoolPending": self.spool.pending, "cacheBacklog": self.shipper.cache_backlog,
                 "cacheConnected": self.shipper.connected}

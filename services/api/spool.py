@@ -13,18 +13,39 @@ ids it already holds, so replaying an acknowledged line is harmless unless the
 cache was purged in between, so the content is emptied (one NUL at the start)
 as soon as everything in it has been acknowledged: after a crash only the lines
 since the spool was last idle come back.
+
+Disk full: a store into a page of a file that the filesystem cannot back
+raises SIGBUS, which kills the process. So the file's blocks are reserved
+(``posix_fallocate``) before the map covers them, at start and before each
+growth; a store only ever lands in reserved blocks. A reservation that fails
+raises ``SpoolUnavailable`` from ``append`` with nothing published, and the next
+append tries again, so intake resumes by itself once there is room. Growth is
+rare (the content restarts at zero whenever the spool is idle), so the request
+path keeps its single bounds check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import mmap
 import os
 import time
 from collections import deque
 from pathlib import Path
 from typing import NamedTuple
+
+from services.common import logs
+
+log = logging.getLogger("api.spool")
+# The smallest growth tried when doubling finds no room, so a nearly full disk
+# still takes payments for as long as it can (a multiple of any page size).
+MIN_GROWTH_BYTES = 1 << 16
+# Failures that space or the device returning can cure: the spool waits them out.
+# Anything else at start-up (a missing permission, say) is a misconfiguration: raised.
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
 
 
 class Spooled(NamedTuple):
@@ -40,6 +61,15 @@ class SpoolFull(Exception):
     """Accepting one more would put more than ``max_pending`` payments in waiting."""
 
 
+class SpoolUnavailable(Exception):
+    """The spool's file could not get the room for one more line (disk full, I/O
+    error): the payment was not stored, and the next append tries again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Spool:
     def __init__(self, directory: Path, *, max_pending: int, initial_bytes: int = 1 << 20) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -51,13 +81,34 @@ class Spool:
         self._old_segments: list[tuple[Path, int]] = []
         self.replayed = self._recover(directory)
         self._path = directory / f"spool-{time.time_ns()}.log"
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.ftruncate(self._fd, initial_bytes)  # sparse: disk and memory only for the pages used
-        self._map = mmap.mmap(self._fd, initial_bytes)
+        self._initial_bytes = initial_bytes
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._capacity = 0  # bytes of the file reserved and mapped: stores land below this
+        self.unstorable = 0  # payments refused for want of room (SpoolUnavailable)
+        self._refusing = False  # the last reservation failed: logged once per outage
+        self._closed = False
         self._end = 0  # where the content ends; the byte there is always NUL
         self.ready = asyncio.Event()
         if self._unsent:
             self.ready.set()
+        self._start_reserved()
+
+    def _start_reserved(self) -> None:
+        """Reserve the initial room, or start without it on a full disk.
+
+        Starting anyway, rather than failing, keeps the api up: it answers 503
+        instead of crash-looping, and shipping the replayed lines lets their old
+        segments be deleted, which is often what gives the room back. Each
+        append tries the reservation again."""
+        try:
+            self._reserve(self._initial_bytes)
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS:
+                raise
+            self._refusing = True
+            log.error("spool started without room: payments are refused (503) until there is some",
+                      extra=logs.fields(path=str(self._path), error=repr(exc)))
 
     def _recover(self, directory: Path) -> int:
         for path in sorted(directory.glob("spool-*.log")):
@@ -91,13 +142,55 @@ class Spool:
     def _store(self, line: bytes) -> None:
         """Publish one line; a crash before the last store leaves it unwritten, never torn."""
         start, end = self._end, self._end + len(line)
-        if end >= len(self._map):
-            self._map.resize(2 * end)  # also extends the file
+        if end >= self._capacity:
+            self._grow(end + 1)
         page = self._map
+        assert page is not None  # _grow succeeded: mapped
         page[end] = 0
         page[start + 1:end] = line[1:]
         page[start] = line[0]
         self._end = end
+
+    def _grow(self, needed: int) -> None:
+        """Make at least ``needed`` bytes reserved and mapped; ``SpoolUnavailable``
+        if the filesystem has no room (nothing published, nothing changed)."""
+        if self._closed:  # shutting down, a request still in: refused, and the file left as it is
+            raise SpoolUnavailable("shutting down")
+        attempts = (max(2 * needed, self._initial_bytes), _round_up(needed))
+        error: OSError | None = None
+        for size in attempts:
+            try:
+                self._reserve(size)
+            except OSError as exc:  # ENOSPC, EDQUOT, EIO...: whatever it is, refuse this one
+                error = exc
+                continue
+            if self._refusing:
+                self._refusing = False
+                log.warning("spool has room again: payments are accepted",
+                            extra=logs.fields(path=str(self._path), refused=self.unstorable))
+            return
+        self.unstorable += 1
+        if not self._refusing:  # once per outage, not once per request
+            self._refusing = True
+            log.error("spool cannot grow: payments are refused (503) until there is room",
+                      extra=logs.fields(path=str(self._path), error=repr(error)))
+        raise SpoolUnavailable(_reason(error))
+
+    def _reserve(self, size: int) -> None:
+        """Reserve the file's blocks up to ``size``, then map them.
+
+        The order matters: blocks first, map second, so the map never covers a
+        byte the filesystem could fail to back (a store there would be SIGBUS).
+        A reservation cut short leaves the map as it was."""
+        if self._fd < 0:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.posix_fallocate(self._fd, self._capacity, size - self._capacity)
+        if self._map is None:
+            self._map = mmap.mmap(self._fd, size)
+        else:
+            self._map.resize(size)  # the file is already this long: only the map grows
+        self._capacity = size
 
     def take_unsent(self, limit: int) -> list[Spooled]:
         batch: list[Spooled] = []
@@ -121,7 +214,7 @@ class Spool:
             path, _ = self._old_segments.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        if not sent and not self._unsent and self._end:
+        if not sent and not self._unsent and self._end and self._map is not None:
             self._map[0] = 0
             self._end = 0
 
@@ -140,5 +233,23 @@ class Spool:
         return len(self._unsent) + len(self._sent)
 
     def close(self) -> None:
-        self._map.close()
-        os.close(self._fd)
+        """Release the map; an append after this is refused (``SpoolUnavailable``)."""
+        self._closed = True
+        self._capacity = 0
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _round_up(size: int) -> int:
+    return -(-size // MIN_GROWTH_BYTES) * MIN_GROWTH_BYTES
+
+
+def _reason(error: OSError | None) -> str:
+    """A short reason for the answer: "No space left on device", not a repr."""
+    if error is None:
+        return "no room"
+    return error.strerror or repr(error)

@@ -56,6 +56,12 @@ class CacheSettings:
     address: str
     store: str
     lease_ms: int
+    # How long a processed payment stays in the per-id index (deduplication,
+    # lookups); the ledger keeps every window sum regardless. 24 h by default,
+    # as the big payment APIs keep idempotency keys; at least a minute, so
+    # that half of it (the expired-duplicate margin, store.py) dwarfs any
+    # clock skew between the cache and the consumers.
+    retention_ms: int
     journal_path: Path | None
     journal_fsync: str
     journal_compact_mb: int
@@ -70,6 +76,7 @@ class CacheSettings:
             address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
             store=store,
             lease_ms=env_int("CACHE_LEASE_MS", 60_000, minimum=1_000, maximum=3_600_000),
+            retention_ms=env_int("CACHE_RETENTION_S", 86_400, minimum=60) * 1000,
             journal_path=None if journal == "off" else Path(journal),
             journal_fsync=env_choice("CACHE_JOURNAL_FSYNC", "interval", FSYNC_POLICIES),
             journal_compact_mb=env_int("CACHE_JOURNAL_COMPACT_MB", 64, minimum=1),
@@ -83,9 +90,11 @@ def make_store(settings: CacheSettings) -> CacheStore:
     if settings.store == "redis":
         from services.cache.redis_store import RedisStore  # only this mode needs redis-py
         return RedisStore(settings.redis_url, lease_ms=settings.lease_ms,
-                          timeout_seconds=settings.redis_timeout_ms / 1000)
+                          timeout_seconds=settings.redis_timeout_ms / 1000,
+                          retention_ms=settings.retention_ms)
     return MemoryStore(lease_ms=settings.lease_ms, journal_path=settings.journal_path,
-                       fsync=settings.journal_fsync, compact_bytes=settings.journal_compact_mb << 20)
+                       fsync=settings.journal_fsync, compact_bytes=settings.journal_compact_mb << 20,
+                       retention_ms=settings.retention_ms)
 
 
 def _remove_stale_socket(address: str) -> None:
@@ -100,7 +109,7 @@ async def serve(settings: CacheSettings) -> None:
     store = make_store(settings)
     await store.start()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-    pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store), server)
+    pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store, retention_ms=settings.retention_ms), server)
     _remove_stale_socket(settings.address)
     server.add_insecure_port(settings.address)
     await server.start()

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
 
-from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, State,
-                                  StoreUnavailable, Totals)
+from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, Rejection,
+                                  State, StoreUnavailable, Totals)
 from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
@@ -20,7 +21,7 @@ log = logging.getLogger("cache.server")
 T = TypeVar("T")
 
 _STATE_NAMES = {State.QUEUED: "pending", State.DELAYED: "pending",
-                State.LEASED: "processing", State.DONE: "processed"}
+                State.LEASED: "processing", State.DONE: "processed", State.REJECTED: "rejected"}
 MAX_DEQUEUE = 1000
 MAX_WAIT_MS = 5_000
 # Summed over consumers in /stats; the rest (health, routing) is the system's.
@@ -54,8 +55,9 @@ async def _or_unavailable(call: Awaitable[T], context: grpc.aio.ServicerContext)
 
 
 class CacheService(pipeline_pb2_grpc.CacheServicer):
-    def __init__(self, store: CacheStore) -> None:
+    def __init__(self, store: CacheStore, *, retention_ms: int = 0) -> None:
         self.store = store
+        self.retention_ms = retention_ms  # told to whoever looks up an id the store does not know
 
     async def _submit(self, batch: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
         submitted = await _or_unavailable(
@@ -77,8 +79,9 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         wait = min(request.wait_ms, MAX_WAIT_MS) / 1000
         taken = await _or_unavailable(self.store.take(limit, request.consumer, wait), context)
         if context.cancelled():  # the consumer gave up the call: nothing was handed out
-            await self.store.requeue([HandBack(lent.correlation_id, lent.check, 0, lent.lease)
-                                      for lent in taken])
+            with contextlib.suppress(StoreUnavailable):  # else the leases run out instead
+                await self.store.requeue([HandBack(lent.correlation_id, lent.check, 0, lent.lease)
+                                          for lent in taken])
             return pb.DequeueReply()
         return pb.DequeueReply(payments=[_payment(lent) for lent in taken])
 
@@ -95,6 +98,22 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
             [HandBack(r.payment.correlation_id, tuple(r.payment.check), r.delay_ms, r.payment.attempts)
              for r in request.retries]), context)
         return pb.RequeueReply(requeued=count)
+
+    async def Reject(self, request: pb.RejectRequest,
+                     context: grpc.aio.ServicerContext) -> pb.RejectReply:
+        count = await _or_unavailable(self.store.reject(
+            [Rejection(r.correlation_id, r.processor, r.reason, r.lease) for r in request.rejections]),
+            context)
+        return pb.RejectReply(rejected=count)
+
+    async def Revive(self, request: pb.ReviveRequest,
+                     context: grpc.aio.ServicerContext) -> pb.ReviveReply:
+        state = await _or_unavailable(self.store.revive(request.correlation_id), context)
+        if state is not None:
+            log.info("rejected payment revived" if state is State.QUEUED else "revive refused",
+                     extra=logs.fields(correlation_id=request.correlation_id, state=_STATE_NAMES[state]))
+        return pb.ReviveReply(revived=state is State.QUEUED,
+                              state="unknown" if state is None else _STATE_NAMES[state])
 
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
@@ -129,10 +148,11 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
                      context: grpc.aio.ServicerContext) -> pb.LookupReply:
         record = await _or_unavailable(self.store.lookup(request.correlation_id), context)
         if record is None:
-            return pb.LookupReply(state="unknown")
+            return pb.LookupReply(state="unknown", retention_ms=self.retention_ms)
         return pb.LookupReply(state=_STATE_NAMES[record.state], processor=record.processor,
                               requested_at_ms=record.requested_at_ms,
-                              amount_cents=record.amount_cents, attempts=record.attempts)
+                              amount_cents=record.amount_cents, attempts=record.attempts,
+                              reason=record.reason)
 
     async def Purge(self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext) -> pb.PurgeReply:
         return pb.PurgeReply(purged=await _or_unavailable(self.store.purge(), context))
@@ -146,6 +166,8 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
             default=_totals(totals["default"]), fallback=_totals(totals["fallback"]),
             requeued=stats.requeued, duplicates=stats.duplicates,
             stale_requeues=stats.stale_requeues, late_completions=stats.late_completions,
+            rejected=stats.rejected, retention_ms=stats.retention_ms,
+            expired_duplicates=stats.expired_duplicates,
             consumers=len(consumers), consumer=_sum_consumers(consumers, stats.health),
             per_consumer=consumers)
 

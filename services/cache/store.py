@@ -10,9 +10,33 @@ implementations keep the same rules:
   batch one atomic script, so any number of cache fronts, apis and consumers
   on any number of machines share one queue and one ledger.
 
-The rules (``tests/unit/test_store_contract.py`` runs them against both):
+The rules (``tests/integration/test_store_contract.py`` runs them against both):
 
-- A correlationId is queued once until a purge, however often it is submitted.
+- A correlationId is queued once, however often it is submitted, until a
+  purge or until the retention has passed since it was processed.
+- A long life: a processed payment leaves the per-id index ``retention`` after
+  it was *processed* (``expire``, bounded work per call), so memory and
+  start-up replay hold one retention's payments, not every payment ever
+  accepted. Only processed ones: queued, delayed and leased payments are owed
+  to a client, rejected ones await an operator. The ledger is not the index:
+  it keeps exact sums for every window forever (per-millisecond buckets;
+  ``requestedAt`` has millisecond precision, so they lose nothing). ``lookup``
+  of an expired id answers None, as for an id never seen: telling them apart
+  would mean keeping the ids, which is what expiry removes; ``stats`` carries
+  the retention so the api can say which.
+- A repeated id within the retention is never charged twice (the index
+  deduplicates). After it, the id is accepted as new and sent again; the
+  processor, which keeps its records forever, answers 422 and the consumer
+  reports its old charge, with the old ``requestedAt``, which the ledger
+  counted long ago. So each entry carries its acceptance time (store clock)
+  and a completion whose ``requestedAt`` is older than the acceptance by more
+  than half the retention is recorded as processed *without* adding to the
+  ledger (counted in ``expired_duplicates``): a charge of this life is stamped
+  after the acceptance, less clock skew, the old one at least a retention
+  before it, and half the retention is the widest margin between the two. The
+  client is not charged twice; the processor's record and ours still agree.
+  What is lost is only the answer "already processed" to a client repeating an
+  id after the retention (it gets a new 202 and, in the end, the same charge).
 - A payment taken is *leased* to a holder (the consumer's id) until it is
   completed or handed back. A lease runs out after the lease time; a holder
   whose heartbeat lapses loses every lease once the attempts it made can no
@@ -22,6 +46,10 @@ The rules (``tests/unit/test_store_contract.py`` runs them against both):
 - A hand-back names the lease it returns; one naming an earlier lease is stale.
 - A completion is recorded once, whatever the payment's state (a late report
   after the lease ran out still counts: the processor holds the payment).
+- A payment a processor refuses (a 4XX that is about *that* payment) is
+  *rejected*: parked with the reason, out of the queue and the backlog, never
+  in the ledger, until an operator revives it (back to the queue's tail). A
+  rejection names the lease it ends; one naming an earlier lease is stale.
 - Window sums over ``requestedAt`` never scan the whole ledger.
 - One consumer at a time polls each processor's health (an election with a
   fencing token), at most once per poll interval for the whole system.
@@ -40,6 +68,7 @@ class State(enum.IntEnum):
     DELAYED = 2
     LEASED = 3
     DONE = 4
+    REJECTED = 5  # a processor refused it: parked until an operator revives it
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +110,22 @@ class HandBack:
     lease: int | None  # the lease returned; None: whichever is current (tools)
 
 
+def one_line(text: str) -> str:
+    """A rejection's reason as the stores keep it: one line, single spaces
+    (the journal is line- and space-separated)."""
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A processor refused this payment (a dead letter, not a failure of the processor)."""
+
+    correlation_id: str
+    processor: str
+    reason: str  # what the processor answered, for the operator
+    lease: int  # the lease this ends; an earlier one is stale
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """What ``lookup`` knows of one payment."""
@@ -89,8 +134,9 @@ class Record:
     state: State
     amount_cents: int
     attempts: int
-    processor: str = ""
+    processor: str = ""  # who charged it, or who refused it
     requested_at_ms: int = 0
+    reason: str = ""  # why it was rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +177,13 @@ class StoreStats:
     duplicates: int
     stale_requeues: int
     late_completions: int
+    rejected: int  # parked now (a revived payment leaves the count)
     consumers: tuple[bytes, ...]  # the last Beat.stats of each consumer whose heartbeat is current
     health: tuple[Health, ...]  # what the pollers last reported, one per processor
+    # How long a processed payment stays in the index (0: until a purge): a
+    # lookup that finds nothing may be an id processed longer ago than this.
+    retention_ms: int = 0
+    expired_duplicates: int = 0  # completions of ids charged in an earlier life, not counted again
 
 
 class StoreUnavailable(Exception):
@@ -159,9 +210,20 @@ class CacheStore(Protocol):
         """Hand leased payments back; stale or unknown ones are ignored. Returns
         how many went back."""
 
+    async def reject(self, rejections: Sequence[Rejection]) -> int:
+        """Park leased payments as rejected; stale or unknown ones are ignored.
+        Returns how many were parked."""
+
+    async def revive(self, correlation_id: str) -> State | None:
+        """An operator's re-queue of a rejected payment: back to the queue's
+        tail, nothing to check (a refusal stored nothing). Returns the state
+        the payment is in afterwards (QUEUED if revived), None if unknown."""
+
     async def expire(self) -> int:
-        """Bring back run-out leases and those of lapsed consumers (housekeeping,
-        about once a second from every cache front). Returns how many."""
+        """Bring back run-out leases and those of lapsed consumers, and forget a
+        bounded number of payments processed more than the retention ago
+        (housekeeping, about once a second from every cache front). Returns how
+        many leases came back."""
 
     async def heartbeat(self, beat: Beat) -> Pulse: ...
 
@@ -179,7 +241,8 @@ class CacheStore(Protocol):
     async def totals(self, from_us: int | None, to_us: int | None) -> dict[str, Totals]:
         """Per processor, payments with ``from_us <= requestedAt <= to_us``."""
 
-    async def lookup(self, correlation_id: str) -> Record | None: ...
+    async def lookup(self, correlation_id: str) -> Record | None:
+        """None: never accepted, or processed more than the retention ago."""
 
     async def purge(self) -> int:
         """Forget every payment (queue, leases, ledger); returns how many."""

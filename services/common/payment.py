@@ -6,6 +6,7 @@ cents here, once, so no later hop can disagree about rounding.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import NamedTuple
@@ -76,13 +77,37 @@ def parse_json_slip(body: bytes) -> PaymentSlip:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedBody("body is not valid JSON") from exc
+        data = _out_of_range_json(body, exc)
     if not isinstance(data, dict):
         raise MalformedBody("body must be a JSON object")
     return PaymentSlip(
         correlation_id=_correlation_id(data.get("correlationId")),
         amount_cents=amount_to_cents(data.get("amount")),
     )
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _out_of_range_json(body: bytes, error: orjson.JSONDecodeError) -> object:
+    """The document orjson refused only because a number overflows a double
+    (``1e309``), or ``MalformedBody``.
+
+    Such a body is valid JSON with an amount out of range: the contract's 422,
+    not the 400 of a malformed body. The standard library reads it (the number
+    as ``inf``, which the amount rules refuse); it takes nothing else orjson
+    refuses: invalid UTF-8 and the BOM fail its strict decoding, NaN and
+    Infinity ``_reject_constant``, and a lone surrogate escape, which it keeps
+    in a string, fails to encode back to UTF-8."""
+    if not str(error).startswith("number is infinity"):  # orjson's words for it; a unit test pins them
+        raise MalformedBody("body is not valid JSON") from error
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except ValueError:  # UnicodeError and JSONDecodeError are ValueErrors
+        raise MalformedBody("body is not valid JSON") from error
+    return data
 
 
 def _correlation_id(value: object) -> str:

@@ -6,6 +6,11 @@ it went to has been asked (``GET /payments/{id}``) after that attempt can no
 longer land. A processor that answers late still inserts, so asking too early
 proves nothing; the wait is the payment timeout or the processor's advertised
 delay, whichever is longer, plus a margin.
+
+A payment the processor refuses (``Outcome.REFUSED``: a 4XX about the payment
+itself) is parked as rejected, with the processor's answer as the reason: it
+would be refused again, and retrying it forever would hold a worker and hide
+it from the operator, who can revive it (``POST /payments/{id}/requeue``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 from services.common.rpc import pipeline_pb2 as pb
+from services.common import logs
 from services.common.timefmt import format_ms, now_ms
 from services.consumer.processors import LookupFailed, Outcome, ProcessorClient
 from services.consumer.reporting import Reporter
@@ -27,6 +33,7 @@ class Counters:
     retries: int = 0
     unknown_outcomes: int = 0
     unknown_settled: int = 0
+    rejected: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +115,9 @@ class PaymentJob:
         processor = ctx.router.target()
         requested_at_ms = now_ms()
         self._sent_to = processor
-        outcome = await ctx.client.pay(processor, payment.correlation_id, payment.amount_cents,
-                                       format_ms(requested_at_ms))
+        answer = await ctx.client.pay(processor, payment.correlation_id, payment.amount_cents,
+                                      format_ms(requested_at_ms))
+        outcome = answer.outcome
         if outcome is Outcome.OK:
             ctx.router.outcome(processor, ok=True)
             self._complete(processor, requested_at_ms, payment.amount_cents)
@@ -120,10 +128,16 @@ class PaymentJob:
                 # It says it holds the payment, yet cannot show it: ask again
                 # later rather than spin between a 422 and a "not found".
                 self._retry((processor,), ctx.policy.lookup_failed_delay_seconds)
+        elif outcome is Outcome.REFUSED:
+            # The processor answered, so it is up; it is this payment it refuses.
+            ctx.router.outcome(processor, ok=True)
+            self._reject(processor, answer.reason)
         elif outcome is Outcome.FAILED:
             ctx.router.outcome(processor, ok=False)
             self._retry((), ctx.policy.failed_delay_seconds)
         else:
+            if answer.status:  # a proxy's 502/503/504: the way to the processor is failing
+                ctx.router.outcome(processor, ok=False)
             ctx.counters.unknown_outcomes += 1
             if not await self._found_at(processor):
                 self._retry((processor,), ctx.settle_delay(processor))
@@ -144,6 +158,13 @@ class PaymentJob:
         self._finished = True
         self.ctx.reporter.completed(self.payment.correlation_id, processor, amount_cents,
                                     requested_at_ms)
+
+    def _reject(self, processor: str, reason: str) -> None:
+        self._finished = True
+        self.ctx.counters.rejected += 1
+        log.warning("payment refused by the processor: parked as rejected", extra=logs.fields(
+            correlation_id=self.payment.correlation_id, processor=processor, reason=reason))
+        self.ctx.reporter.rejected(self.payment, processor, reason)
 
     def _retry(self, check: tuple[str, ...], delay_seconds: float) -> None:
         self._finished = True

@@ -1,9 +1,35 @@
 """The HTTP client toward the payment processors, one keep-alive pool for both.
 
-Every call is classified by what we know afterwards: the processor stored the
-payment (``OK``), already had it (``DUPLICATE``), certainly did not store it
-(``FAILED``), or might have (``UNKNOWN``: the request may have left and no
-answer came back). Only the last needs settling before any retry.
+Every payment attempt is classified by what we know afterwards: the processor
+stored the payment (``OK``), already had it (``DUPLICATE``), certainly did not
+store it (``FAILED``), might have (``UNKNOWN``: settle with ``GET
+/payments/{id}`` before any retry), or refuses this one payment (``REFUSED``:
+retrying it anywhere would only fail again, and the processor is not down).
+
+=====================  ===========  ==================================================
+What came back         Outcome      Why
+=====================  ===========  ==================================================
+2xx                    OK           stored
+422                    DUPLICATE    it already holds this correlationId (CONTRACT §2)
+no connection; pool    FAILED       nothing was sent (``ConnectFailed``, including
+wait timed out                      ``PoolExhausted``)
+500, 501, 505-599      FAILED       the processor's own error: it did not store it
+408                    FAILED       it gave up reading the request before processing
+429                    FAILED       rate-limited: refused before processing
+502, 503, 504          UNKNOWN      a proxy's answer (bad gateway, overloaded,
+                                    gateway timeout): the processor behind it may
+                                    have stored the payment before the answer was lost
+sent, no complete      UNKNOWN      timeout (a processor that trickles its answer
+answer                              included), dropped, unreadable (``AnswerLost``)
+other 4xx              REFUSED      the processor refuses this payment (a poison
+                                    one): park it, do not mark the processor down
+1xx                    (skipped)    interim: the final answer follows (http.py)
+3xx, anything else     UNKNOWN      not an answer we understand: settling costs one
+                                    lookup, a wrong FAILED could charge twice
+=====================  ===========  ==================================================
+
+A 503 from our stand-in's own overload gate is also classified UNKNOWN: from the
+outside it cannot be told from a proxy's, and UNKNOWN only costs a lookup.
 """
 
 from __future__ import annotations
@@ -14,14 +40,53 @@ from dataclasses import dataclass
 import orjson
 
 from services.common.timefmt import InvalidTimestamp, parse_iso_ms
-from services.consumer.http import AnswerLost, ConnectFailed, HttpError, Origin, PoolLimits
+from services.consumer.http import AnswerLost, ConnectFailed, HttpError, Origin, PoolLimits, Response
 
 
 class Outcome(enum.Enum):
-    OK = "ok"
-    DUPLICATE = "duplicate"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
+    OK = "ok"  # 2xx: stored
+    DUPLICATE = "duplicate"  # 422: it already holds this correlationId
+    FAILED = "failed"  # certainly not stored: not sent, or the processor's own error
+    UNKNOWN = "unknown"  # may be stored: settle with GET /payments/{id}
+    REFUSED = "refused"  # a 4xx other than 408/422/429: it refuses this payment
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What became of one payment attempt; ``reason`` says why for the outcomes
+    that are not a success (with the start of the processor's body, if any)."""
+
+    outcome: Outcome
+    status: int = 0  # the HTTP status, 0 if there was no HTTP answer
+    reason: str = ""
+
+
+_REASON_BODY_CHARS = 200
+# The answers without a reason, built once: pay() is on the hot path.
+_PLAIN_ANSWERS = {status: Answer(Outcome.OK, status) for status in range(200, 300)}
+_PLAIN_ANSWERS[422] = Answer(Outcome.DUPLICATE, 422)
+_PROXY_STATUSES = frozenset((502, 503, 504))
+_NOT_PROCESSED_STATUSES = frozenset((408, 429))
+
+
+def classify(status: int) -> Outcome:
+    """The outcome an HTTP status means for a payment (the module docstring's table)."""
+    if 200 <= status < 300:
+        return Outcome.OK
+    if status == 422:
+        return Outcome.DUPLICATE
+    if status in _PROXY_STATUSES:
+        return Outcome.UNKNOWN
+    if status in _NOT_PROCESSED_STATUSES or 500 <= status < 600:
+        return Outcome.FAILED
+    if 400 <= status < 500:
+        return Outcome.REFUSED
+    return Outcome.UNKNOWN
+
+
+def _reason(processor: str, response: Response) -> str:
+    body = response.body[:_REASON_BODY_CHARS * 4].decode(errors="replace")[:_REASON_BODY_CHARS]
+    return f"{processor} answered {response.status}: {body}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +118,10 @@ class LookupFailed(Exception):
 class ProcessorClient:
     def __init__(self, urls: dict[str, str], timeouts: Timeouts, max_connections: int) -> None:
         self.timeouts = timeouts
-        limits = PoolLimits(max_idle=max_connections, connect_seconds=timeouts.connect_seconds)
+        # A bound on every connection to each processor, not only idle ones: one that
+        # stops answering must not make us open a socket per attempt.
+        limits = PoolLimits(max_connections=max_connections, max_idle=max_connections,
+                            connect_seconds=timeouts.connect_seconds)
         self._origins = {name: Origin(url, limits) for name, url in urls.items()}
 
     async def close(self) -> None:
@@ -61,24 +129,26 @@ class ProcessorClient:
             origin.close()
 
     async def pay(self, processor: str, correlation_id: str, amount_cents: int,
-                  requested_at: str) -> Outcome:
+                  requested_at: str) -> Answer:
         body = orjson.dumps({"correlationId": correlation_id, "amount": amount_cents / 100,
                              "requestedAt": requested_at})
         try:
             response = await self._origins[processor].request(
                 "POST", "/payments", body, timeout=self.timeouts.payment_seconds)
-        except ConnectFailed:
-            return Outcome.FAILED  # never connected: nothing was sent
-        except AnswerLost:
-            return Outcome.UNKNOWN
-        if 200 <= response.status < 300:
-            return Outcome.OK
-        if response.status == 422:
-            return Outcome.DUPLICATE
-        return Outcome.FAILED
+        except ConnectFailed as exc:  # never connected, or no connection free in time: nothing was sent
+            return Answer(Outcome.FAILED, 0, f"{processor}: not sent: {exc}")
+        except AnswerLost as exc:
+            return Answer(Outcome.UNKNOWN, 0, f"{processor}: no complete answer: {exc}")
+        plain = _PLAIN_ANSWERS.get(response.status)
+        if plain is not None:
+            return plain
+        return Answer(classify(response.status), response.status, _reason(processor, response))
 
     async def find(self, processor: str, correlation_id: str) -> Found | None:
-        """The payment as ``processor`` stored it, or None if it does not have it."""
+        """The payment as ``processor`` stored it, or None if it does not have it.
+
+        Only 200 and 404 are conclusive; anything else, a proxy's 502/503/504
+        included, is a LookupFailed (interim 1xx never get here)."""
         try:
             response = await self._origins[processor].request(
                 "GET", f"/payments/{correlation_id}", timeout=self.timeouts.lookup_seconds)

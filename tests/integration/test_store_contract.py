@@ -21,7 +21,7 @@ import pytest
 
 from services.cache.memory import MemoryStore
 from services.cache.redis_store import RedisStore
-from services.cache.store import Beat, CacheStore, Completed, HandBack, Lent, State, Totals
+from services.cache.store import Beat, CacheStore, Completed, HandBack, Lent, Rejection, State, Totals
 from services.common.payment import PROCESSORS
 from tools.redis_server import RedisServer
 
@@ -221,6 +221,54 @@ async def test_a_consumer_leaving_gives_its_leases_back_after_its_settle_time(op
         assert len((await store.stats()).consumers) == 0
 
 
+async def test_a_refused_payment_is_parked_with_its_reason_until_revived(open_store: Opener) -> None:
+    async with open_store() as (store,):
+        await store.submit([("a", 190), ("b", 290)])
+        (a, b) = await store.take(2, "c", 0)
+        stale = Rejection("a", "default", "default answered 400", a.lease + 1)
+        assert await store.reject([stale, Rejection("zz", "default", "x", 0)]) == 0
+        assert await store.reject([Rejection("a", "default", "default answered 400:  bad\ncard", a.lease)]) == 1
+        assert await store.reject([Rejection("a", "default", "again", a.lease)]) == 0  # not leased now
+        record = await store.lookup("a")
+        assert record is not None and record.state is State.REJECTED
+        assert (record.processor, record.reason) == ("default", "default answered 400: bad card")
+        stats = await store.stats()
+        assert (stats.rejected, stats.backlog, stats.leased) == (1, 1, 1)
+        assert (await store.submit([("a", 190)])).duplicates == 1  # still known: never queued twice
+        assert await store.revive("b") is State.LEASED  # only a rejected payment is revived
+        assert await store.revive("nope") is None
+        assert await store.revive("a") is State.QUEUED
+        again = await store.take(1, "c", 0)
+        assert again == [Lent("a", 190, (), a.lease + 1)]  # a new lease: reports about the old are stale
+        record = await store.lookup("a")
+        assert record is not None and (record.state, record.reason, record.processor) == (State.LEASED, "", "")
+        assert (await store.stats()).rejected == 0
+        assert (await store.totals(None, None))["default"] == Totals(0, 0)
+
+
+async def test_a_late_completion_of_a_rejected_payment_is_recorded(open_store: Opener) -> None:
+    async with open_store() as (store,):
+        await store.submit([("a", 190)])
+        (a,) = await store.take(1, "c", 0)
+        await store.reject([Rejection("a", "default", "refused", a.lease)])
+        assert await store.complete([Completed("a", "fallback", 190, 5_000)]) == (1, 0)
+        stats = await store.stats()
+        assert (stats.rejected, stats.backlog, stats.late_completions) == (0, 0, 1)
+        record = await store.lookup("a")
+        assert record is not None and (record.state, record.processor, record.reason) == (State.DONE, "fallback", "")
+        assert await store.purge() == 1
+
+
+async def test_purge_forgets_rejected_payments(open_store: Opener) -> None:
+    async with open_store() as (store,):
+        await store.submit([("a", 190)])
+        (a,) = await store.take(1, "c", 0)
+        await store.reject([Rejection("a", "default", "refused", a.lease)])
+        await store.purge()
+        assert await store.lookup("a") is None and (await store.stats()).rejected == 0
+        assert (await store.submit([("a", 190)])).new == 1
+
+
 async def test_window_sums_equal_a_scan(open_store: Opener) -> None:
     rng = random.Random(7)
     base = 1_764_000_000_000
@@ -399,3 +447,101 @@ async def test_random_histories_agree_with_the_model(open_store: Opener) -> None
         stats = await store.stats()
         assert stats.queued == len(model.queue)
         assert stats.backlog == len(model.state) - len(model.done)
+
+
+# -- a long life: processed ids leave the index after the retention ----------
+# Both stores run on real clocks (Redis on its TIME), so the retention is short
+# and the waits are just past it.
+RETENTION_MS = 1_000
+PAST_RETENTION_S = 1.3
+
+
+@pytest.fixture(params=["memory", "redis"])
+def open_retaining(request: pytest.FixtureRequest,
+                   redis_url: str) -> Callable[[], AbstractAsyncContextManager[CacheStore]]:
+    """A fresh, empty store of each kind with a retention of ``RETENTION_MS``."""
+    kind, prefix = request.param, f"{{t{next(_prefixes)}}}:"
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[CacheStore]:
+        store: CacheStore
+        if kind == "memory":
+            store = MemoryStore(lease_ms=60_000, retention_ms=RETENTION_MS)
+        else:
+            store = RedisStore(redis_url, lease_ms=60_000, prefix=prefix, retention_ms=RETENTION_MS)
+        await store.start()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    return opened
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def test_only_processed_payments_expire_and_the_ledger_keeps_them(open_retaining) -> None:
+    async with open_retaining() as store:
+        await store.submit([("done", 190), ("rejected", 2), ("queued", 3), ("leased", 4)])
+        lent = {one.correlation_id: one for one in await store.take(4, "c", 0)}
+        charged_at = wall_ms()
+        assert await store.complete([Completed("done", "default", 190, charged_at)]) == (1, 0)
+        await store.reject([Rejection("rejected", "default", "no", lent["rejected"].lease)])
+        await store.requeue([HandBack("queued", (), 0, lent["queued"].lease)])
+        window = (charged_at * 1000, charged_at * 1000)
+        before = (await store.totals(None, None), await store.totals(*window))
+        await store.expire()
+        assert await store.lookup("done") is not None  # not yet
+        assert (await store.submit([("done", 190)])).duplicates == 1  # still deduplicated
+        await asyncio.sleep(PAST_RETENTION_S)
+        await store.expire()
+        assert await store.lookup("done") is None
+        for cid, state in (("rejected", State.REJECTED), ("queued", State.QUEUED), ("leased", State.LEASED)):
+            record = await store.lookup(cid)
+            assert record is not None and record.state is state
+        assert (await store.totals(None, None), await store.totals(*window)) == before
+        assert before[1]["default"] == Totals(1, 190)
+        stats = await store.stats()
+        assert (stats.backlog, stats.rejected, stats.retention_ms) == (2, 1, RETENTION_MS)
+        again = await store.submit([("done", 190)])  # a new life
+        assert (again.new, again.backlog) == (1, 3)
+
+
+async def test_an_expired_id_charged_again_by_a_422_is_not_counted_twice(open_retaining) -> None:
+    async with open_retaining() as store:
+        await store.submit([("a", 190)])
+        await store.take(1, "c", 0)
+        first_charge = wall_ms()
+        await store.complete([Completed("a", "default", 190, first_charge)])
+        await asyncio.sleep(PAST_RETENTION_S)
+        await store.expire()
+        assert (await store.submit([("a", 190), ("b", 290)])).new == 2
+        assert ids(await store.take(2, "c", 0)) == ["a", "b"]
+        # a: the processor answers 422, its copy carries the first requestedAt;
+        # b: charged now, by a consumer whose clock runs a little behind.
+        assert await store.complete([Completed("a", "default", 190, first_charge),
+                                     Completed("b", "default", 290, wall_ms() - 100)]) == (2, 0)
+        record = await store.lookup("a")
+        assert record is not None and record.state is State.DONE
+        assert (await store.totals(None, None))["default"] == Totals(2, 480)
+        stats = await store.stats()
+        assert (stats.expired_duplicates, stats.backlog) == (1, 0)
+
+
+async def test_the_backlog_stays_exact_across_expiry(open_retaining) -> None:
+    async with open_retaining() as store:
+        await store.submit([(f"p{i}", 1) for i in range(20)])
+        lent = await store.take(12, "c", 0)
+        await store.complete([Completed(one.correlation_id, "fallback", 1, wall_ms()) for one in lent[:8]])
+        assert (await store.stats()).backlog == 12
+        await asyncio.sleep(PAST_RETENTION_S)
+        await store.submit([(f"q{i}", 1) for i in range(5)])
+        await store.expire()
+        assert (await store.stats()).backlog == 17
+        await store.complete([Completed(one.correlation_id, "fallback", 1, wall_ms()) for one in lent[8:]])
+        stats = await store.stats()
+        assert (stats.backlog, stats.queued, stats.leased) == (13, 13, 0)
+        assert (await store.totals(None, None))["fallback"] == Totals(12, 12)
+        assert await store.purge() == 25 - 8  # the expired ones are no longer there to purge

@@ -103,3 +103,11 @@ def test_the_backend_never_uses_admin_endpoints_or_tokens() -> None:
     for path in (REPO / "services").rglob("*.py"):
         text = path.read_text()
         assert "X-Rinha-Token" not in text and "/admin/" not in text, path
+
+
+def test_every_service_restarts_unless_stopped(compose: dict) -> None:
+    """A dead service comes back by itself (``make run``'s Supervisor does the
+    same locally); read after YAML merges, as compose applies ``<<: *service``."""
+    assert compose["services"]
+    for name, service in compose["services"].items():
+        assert service.get("restart") == "unless-stopped", name

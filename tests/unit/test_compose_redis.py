@@ -479,3 +479,11 @@ def test_the_consumer_check_looks_at_pid_1(services: dict, sockets_dir: Path) ->
         assert run_check(consumer, sockets_dir, {"/proc/1/cmdline": str(cmdline)}) == 0, name
         cmdline.write_bytes(b"python\0-m\0services.api\0")
         assert run_check(consumer, sockets_dir, {"/proc/1/cmdline": str(cmdline)}) != 0, name
+
+
+def test_every_service_restarts_unless_stopped(services: dict[str, dict]) -> None:
+    """Redis and every node's services come back by themselves, as ``make run``'s
+    Supervisor restarts them locally; read after YAML merges (the x-* anchors)."""
+    assert "redis" in services and any(NODE_SERVICE.fullmatch(name) for name in services)
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name

@@ -46,6 +46,8 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, reader, v
     ("services.consumer", {"CPU_SLICE_US": "-5"}),
     ("services.cache", {"LOG_LEVEL": "chatty"}),
     ("services.cache", {"CACHE_STORE": "postgres"}),
+    ("services.cache", {"CACHE_RETENTION_S": "59"}),
+    ("services.cache", {"CACHE_RETENTION_S": "1d"}),
     ("services.cache", {"REDIS_URL": "unix://relative/redis.sock", "CACHE_STORE": "redis"}),
     ("services.cache", {"REDIS_URL": "redis://host:99999/0", "CACHE_STORE": "redis"}),
     ("services.cache", {"REDIS_URL": "redis://host:6379/zero", "CACHE_STORE": "redis"}),
@@ -77,3 +79,19 @@ def test_redis_url_is_not_read_by_a_memory_cache(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("CACHE_STORE", raising=False)
     monkeypatch.setenv("REDIS_URL", "nonsense")
     assert CacheSettings.from_env().store == "memory"
+
+
+def test_the_retention_defaults_to_a_day_and_reaches_both_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.cache.__main__ import CacheSettings, make_store
+
+    monkeypatch.delenv("CACHE_RETENTION_S", raising=False)
+    monkeypatch.setenv("CACHE_JOURNAL", "off")
+    settings = CacheSettings.from_env()
+    assert settings.retention_ms == 86_400_000
+    monkeypatch.setenv("CACHE_RETENTION_S", "60")
+    settings = CacheSettings.from_env()
+    assert settings.retention_ms == 60_000
+    assert make_store(settings).state.retention_ms == 60_000  # type: ignore[attr-defined]
+    monkeypatch.setenv("CACHE_STORE", "redis")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert make_store(CacheSettings.from_env()).retention_ms == 60_000  # type: ignore[attr-defined]

@@ -6,12 +6,14 @@ Every test runs on asyncio's loop and on uvloop, which the consumer runs on
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 
-from services.consumer.http import AnswerLost, ConnectFailed, Origin, PoolLimits
+from services.consumer.http import AnswerLost, ConnectFailed, Origin, PoolExhausted, PoolLimits
 
 pytestmark = pytest.mark.both_loops
 
@@ -237,3 +239,239 @@ async def test_garbage_instead_of_an_answer_is_lost(serve) -> None:
     server = await serve(keep_answering(b"SSH-2.0-OpenSSH\r\n\r\n"))
     with pytest.raises(AnswerLost):
         await Origin(server.url).request("POST", "/payments", b"{}", timeout=2)
+
+
+# -- interim answers ------------------------------------------------------------------------------
+
+OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.asyncio
+async def test_interim_answers_are_skipped_for_the_final_one(serve) -> None:
+    server = await serve(keep_answering(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"))
+    origin = Origin(server.url)
+    for _ in range(2):
+        response = await origin.request("POST", "/payments", b"{}", timeout=2)
+        assert (response.status, response.body) == (201, b"{}")
+    assert server.connections == 1  # the interim heads left nothing behind on the connection
+
+
+@pytest.mark.asyncio
+async def test_switching_protocols_is_an_unreadable_answer(serve) -> None:
+    server = await serve(keep_answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n" + OK_EMPTY))
+    with pytest.raises(AnswerLost, match="101"):
+        await Origin(server.url).request("POST", "/payments", b"{}", timeout=2)
+
+
+@pytest.mark.asyncio
+async def test_an_interim_answer_does_not_extend_the_deadline(serve) -> None:
+    async def continue_then_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await asyncio.sleep(5)
+
+    server = await serve(continue_then_nothing)
+    started = time.monotonic()
+    with pytest.raises(AnswerLost):
+        await Origin(server.url).request("POST", "/payments", b"{}", timeout=0.3)
+    assert time.monotonic() - started < 1.0
+
+
+# -- a processor that trickles its answer ----------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_a_head_trickled_byte_by_byte_ends_at_the_deadline_not_later(serve) -> None:
+    """Every byte is a sign of life, yet the request's deadline bounds the whole answer."""
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for byte in OK_EMPTY:
+            writer.write(bytes((byte,)))
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the whole head would take about 4 s
+
+    server = await serve(trickle)
+    origin = Origin(server.url)
+    started = time.monotonic()
+    with pytest.raises(AnswerLost):
+        await origin.request("POST", "/payments", b"{}", timeout=0.4)
+    elapsed = time.monotonic() - started
+    # uvloop's clock counts whole milliseconds, hence 0.39; the slack above is for a loaded machine.
+    assert 0.39 <= elapsed < 1.2, elapsed
+    assert (origin.open_connections, origin.idle_connections) == (0, 0)  # closed, slot freed
+
+
+# -- the bound on all connections ------------------------------------------------------------------
+
+class Gate:
+    """Holds every answer until opened, counting connections open at once on the server side."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.live = 0
+        self.most_live = 0
+        self.requests = 0
+
+    def script(self) -> Script:
+        async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.live += 1
+            self.most_live = max(self.most_live, self.live)
+            try:
+                while True:
+                    await read_request(reader)
+                    self.requests += 1
+                    await self.opened.wait()
+                    writer.write(OK_EMPTY)
+                    await writer.drain()
+            finally:
+                self.live -= 1
+        return held
+
+
+@pytest.mark.asyncio
+async def test_the_pool_bounds_connections_in_use_not_only_idle_ones(serve) -> None:
+    gate = Gate()
+    server = await serve(gate.script())
+    origin = Origin(server.url, PoolLimits(max_connections=3))
+    tasks = [asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=3)) for _ in range(10)]
+    await asyncio.sleep(0.2)
+    assert (gate.requests, origin.open_connections) == (3, 3)  # seven wait for a connection
+    gate.opened.set()
+    assert [r.status for r in await asyncio.gather(*tasks)] == [200] * 10
+    assert gate.most_live == 3 and server.connections == 3  # the waiters were handed the same three
+    assert (origin.open_connections, origin.idle_connections) == (3, 3)
+
+
+@pytest.mark.asyncio
+async def test_a_request_that_waits_past_its_deadline_for_a_connection_was_not_sent(serve) -> None:
+    gate = Gate()
+    server = await serve(gate.script())
+    origin = Origin(server.url, PoolLimits(max_connections=1))
+    holder = asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=3))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(PoolExhausted) as caught:
+        await origin.request("POST", "/payments", b"{}", timeout=0.2)
+    assert isinstance(caught.value, ConnectFailed)  # what callers take as "certainly not sent"
+    assert 0.19 <= time.monotonic() - started < 0.6  # uvloop's clock counts whole milliseconds
+    assert gate.requests == 1
+    gate.opened.set()
+    assert (await holder).status == 200
+    assert (await origin.request("POST", "/payments", b"{}", timeout=1)).status == 200
+    assert server.connections == 1
+
+
+@pytest.mark.asyncio
+async def test_a_freed_slot_goes_to_a_waiter_which_opens_its_own_connection(serve) -> None:
+    """A connection that cannot be kept (here the server closes after each answer) frees its
+    slot for the first waiter, instead of being handed over."""
+    async def one_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    server = await serve(one_per_connection)
+    origin = Origin(server.url, PoolLimits(max_connections=2))
+    answers = await asyncio.gather(*(origin.request("GET", "/", timeout=3) for _ in range(6)))
+    assert [r.status for r in answers] == [200] * 6
+    assert server.connections == 6 and origin.open_connections == 0
+
+
+@pytest.mark.asyncio
+async def test_idle_connections_never_exceed_the_total_bound(serve) -> None:
+    server = await serve(keep_answering(OK_EMPTY))
+    origin = Origin(server.url, PoolLimits(max_connections=2, max_idle=50))
+    await asyncio.gather(*(origin.request("GET", "/", timeout=2) for _ in range(8)))
+    assert origin.idle_connections == origin.open_connections <= 2
+    with pytest.raises(ValueError, match="max_connections"):
+        Origin(server.url, PoolLimits(max_connections=0))
+
+
+@pytest.mark.asyncio
+async def test_no_slot_leaks_through_failures_cancellations_and_stale_connections(serve) -> None:
+    """Hundreds of requests meet every way a connection ends; afterwards the pool still
+    has all its slots, which it proves by serving max_connections requests at once."""
+    rng = random.Random(17)
+    release = asyncio.Event()
+    behaviours = ["ok", "ok", "ok", "close", "drop", "hang", "garbage", "slow", "hold"]
+
+    held = 0
+
+    async def chaos(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal held
+        while True:
+            head, _ = await read_request(reader)
+            kind = head.split(b" ")[1].decode().strip("/")
+            if kind == "ok":
+                writer.write(OK_EMPTY)
+            elif kind == "close":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                return
+            elif kind == "drop":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{")
+                await writer.drain()
+                return
+            elif kind == "hang":
+                await asyncio.sleep(10)
+            elif kind == "garbage":
+                writer.write(b"NOT HTTP\r\n\r\n")
+            elif kind == "slow":
+                await asyncio.sleep(rng.uniform(0.0, 0.05))
+                writer.write(OK_EMPTY)
+            elif kind == "hold":
+                held += 1
+                await release.wait()
+                writer.write(OK_EMPTY)
+
+    server = await serve(chaos)
+    limit = 8
+    origin = Origin(server.url, PoolLimits(max_connections=limit, max_idle=4, idle_seconds=0.05))
+    most_open = 0
+
+    async def one(kind: str) -> None:
+        nonlocal most_open
+        try:
+            await origin.request("GET", f"/{kind}", timeout=rng.choice((0.05, 0.1, 0.3)))
+        except (AnswerLost, ConnectFailed):
+            pass
+        most_open = max(most_open, origin.open_connections)
+
+    tasks = []
+    for i in range(400):
+        tasks.append(asyncio.create_task(one(rng.choice(behaviours))))
+        if i % 7 == 0:
+            asyncio.get_running_loop().call_later(rng.uniform(0, 0.03), rng.choice(tasks).cancel)
+        if i % 50 == 0:
+            await asyncio.sleep(0.06)  # idle connections go stale in the meantime
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert most_open <= limit
+    assert origin.open_connections == origin.idle_connections <= 4  # nothing in use, nothing leaked
+
+    # Every slot is still there: `limit` requests held by the server all get sent at once.
+    release.clear()
+    arrived = held
+    finals = [asyncio.create_task(origin.request("GET", "/hold", timeout=3)) for _ in range(limit)]
+    deadline = time.monotonic() + 2
+    while held - arrived < limit:
+        assert time.monotonic() < deadline, f"only {held - arrived} of {limit} slots left"
+        await asyncio.sleep(0.01)
+    release.set()
+    assert [r.status for r in await asyncio.gather(*finals)] == [200] * limit
+    assert origin.open_connections == origin.idle_connections
+
+
+@pytest.mark.asyncio
+async def test_a_stale_idle_connection_discarded_frees_its_slot(serve) -> None:
+    server = await serve(keep_answering(OK_EMPTY))
+    origin = Origin(server.url, PoolLimits(max_connections=1, idle_seconds=0.05))
+    assert (await origin.request("GET", "/", timeout=1)).status == 200
+    await asyncio.sleep(0.1)  # too old to reuse: closed, and its slot must come back
+    assert (await origin.request("GET", "/", timeout=0.3)).status == 200
+    assert server.connections == 2 and origin.open_connections == 1

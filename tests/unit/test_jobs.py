@@ -5,20 +5,21 @@ from dataclasses import dataclass, field
 
 from services.common.rpc import pipeline_pb2 as pb
 from services.consumer.jobs import JobContext, PaymentJob, RetryPolicy
-from services.consumer.processors import Found, LookupFailed, Outcome, Timeouts
+from services.consumer.processors import Answer, Found, LookupFailed, Outcome, Timeouts
 from services.consumer.routing import ProcessorState, Router
 
 
 @dataclass
 class ScriptedClient:
-    pay_outcomes: list[Outcome] = field(default_factory=list)
+    pay_outcomes: list[Outcome | Answer] = field(default_factory=list)
     holdings: dict[str, Found | None | Exception] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts(payment_seconds=2.0)
     sent: list[tuple[str, str]] = field(default_factory=list)
 
-    async def pay(self, processor: str, correlation_id: str, amount_cents: int, requested_at: str) -> Outcome:
+    async def pay(self, processor: str, correlation_id: str, amount_cents: int, requested_at: str) -> Answer:
         self.sent.append((processor, requested_at))
-        return self.pay_outcomes.pop(0)
+        scripted = self.pay_outcomes.pop(0)
+        return scripted if isinstance(scripted, Answer) else Answer(scripted)
 
     async def find(self, processor: str, correlation_id: str) -> Found | None:
         held = self.holdings.get(processor)
@@ -31,6 +32,10 @@ class ScriptedClient:
 class RecordingReporter:
     completions: list[tuple] = field(default_factory=list)
     retries: list[tuple] = field(default_factory=list)
+    rejections: list[tuple] = field(default_factory=list)
+
+    def rejected(self, payment: pb.Payment, processor: str, reason: str) -> None:
+        self.rejections.append((payment.correlation_id, processor, reason))
 
     def completed(self, *args) -> None:
         self.completions.append(args)
@@ -125,3 +130,27 @@ def test_abandon_after_sending_asks_for_a_check() -> None:
     job._sent_to = "default"
     asyncio.run(job.abandon(TimeoutError()))
     assert reporter.retries == [("c1", ("default",), 3.0)]
+
+
+def test_a_refused_payment_is_parked_with_the_reason_and_the_processor_stays_up() -> None:
+    refused = Answer(Outcome.REFUSED, 400, 'default answered 400: {"error": "bad card"}')
+    reporter, ctx, _ = run_job(ScriptedClient([refused]))
+    assert reporter.rejections == [("c1", "default", refused.reason)]
+    assert reporter.retries == [] and reporter.completions == []
+    assert not ctx.router.states["default"].down and ctx.counters.rejected == 1
+
+
+def test_a_proxys_bad_gateway_is_settled_by_lookup_and_marks_the_way_down() -> None:
+    client = ScriptedClient([Answer(Outcome.UNKNOWN, 502, "default answered 502")],
+                            holdings={"default": None})
+    reporter, ctx, _ = run_job(client)
+    # "not found" this early proves nothing: checked again once the attempt can no longer land
+    assert reporter.retries == [("c1", ("default",), 3.0)]
+    assert ctx.router.states["default"].down and ctx.counters.unknown_outcomes == 1
+
+
+def test_a_proxys_answer_found_at_the_processor_is_recorded_once() -> None:
+    client = ScriptedClient([Answer(Outcome.UNKNOWN, 504, "default answered 504")],
+                            holdings={"default": Found(requested_at_ms=55, amount_cents=1990)})
+    reporter, _, _ = run_job(client)
+    assert reporter.completions == [("c1", "default", 1990, 55)] and reporter.retries == []

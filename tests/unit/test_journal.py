@@ -1,11 +1,23 @@
+from __future__ import annotations
+
 import asyncio
+import errno
+import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from services.cache.memory.journal import Journal
 from services.cache.memory.state import MemoryState as Store
-from services.cache.store import Completed, State
+from services.cache.memory.store import MemoryStore
+from services.cache.store import Completed, State, StoreUnavailable
+
+if TYPE_CHECKING:
+    from conftest import SmallDisk  # tests/conftest.py
 
 
 def state_of(store: Store) -> dict[str, tuple]:
@@ -102,3 +114,214 @@ def test_a_lease_from_an_older_journal_has_no_holder(tmp_path: Path) -> None:
     store = Store()
     Journal(path).replay_into(store)
     assert {cid: e.holder for cid, e in store.leased.items()} == {"a": "", "b": "c1"}
+
+
+# -- disk full, I/O errors ----------------------------------------------------
+
+REAL_WRITE = os.write
+
+
+class FlakyWrites:
+    """``os.write`` that writes at most ``step`` bytes a call and fails with
+    ENOSPC once ``room`` bytes are written (``room`` None: no limit)."""
+
+    def __init__(self, step: int = 1 << 30, room: int | None = None) -> None:
+        self.step, self.room = step, room
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.room is not None and self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        count = min(len(data), self.step, len(data) if self.room is None else self.room)
+        written = REAL_WRITE(fd, data[:count])
+        if self.room is not None:
+            self.room -= written
+        return written
+
+
+def submits(first: int, count: int) -> list[str]:
+    return [f"S id-{i:05d} {100 + i}" for i in range(first, first + count)]
+
+
+def record(journal: Journal, lines: list[str]) -> None:
+    for line in lines:
+        _, cid, cents = line.split()
+        journal.submitted(cid, int(cents))
+
+
+async def until_caught_up(journal: Journal, timeout: float = 3.0) -> None:
+    """Resumes by itself: no call here writes anything, the journal's retry does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await journal.committed()
+            return
+        except StoreUnavailable:
+            assert time.monotonic() < deadline, "the journal did not catch up by itself"
+            await asyncio.sleep(0.05)
+
+
+def lines_on_disk(path: Path) -> list[str]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n") or not data, f"a torn line at the end: {data[-40:]!r}"
+    return data.decode().splitlines()
+
+
+def test_short_writes_write_every_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.log", fsync="never")
+        journal.open()
+        monkeypatch.setattr(os, "write", FlakyWrites(step=7))
+        record(journal, submits(0, 50))
+        await asyncio.wait_for(journal.committed(), 1)
+
+    asyncio.run(scenario())
+    assert lines_on_disk(tmp_path / "j.log") == submits(0, 50)
+
+
+def test_a_failed_write_fails_the_waiters_fast_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's case: a write cut short then failing used to drop the
+    buffered records and leave every waiter hanging."""
+    writes = FlakyWrites(room=25)  # the second line is cut in the middle
+
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.log", fsync="never")
+        journal.open()
+        monkeypatch.setattr(os, "write", writes)
+        record(journal, submits(0, 5))
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 1)
+        # Behind: every answer fails at once, even one that recorded nothing.
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 0.1)
+        record(journal, submits(5, 3))  # recorded while the disk is full
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 0.1)
+        writes.room = None  # space returns
+        await until_caught_up(journal)
+        journal.close()
+
+    asyncio.run(scenario())
+    assert lines_on_disk(tmp_path / "j.log") == submits(0, 8)
+
+
+def test_an_fsync_that_fails_is_not_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync = os.fsync
+    failing = [True]
+
+    def fsync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.log", fsync="always")
+        journal.open()
+        monkeypatch.setattr(os, "fsync", fsync)
+        record(journal, submits(0, 2))
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 1)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 0.1)
+        failing[0] = False
+        await until_caught_up(journal)
+
+    asyncio.run(scenario())
+    assert lines_on_disk(tmp_path / "j.log") == submits(0, 2)
+
+
+def test_a_line_a_crash_cut_short_is_cut_off_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    path.write_text("S a 1\nS b 2\nS c 12")  # "S c 123\n" was being written
+
+    async def scenario() -> None:
+        journal = Journal(path, fsync="never")
+        journal.open()
+        journal.submitted("d", 4)
+        await journal.committed()
+
+    asyncio.run(scenario())
+    assert lines_on_disk(path) == ["S a 1", "S b 2", "S d 4"]
+    store = Store()
+    Journal(path).replay_into(store)
+    assert set(store.entries) == {"a", "b", "d"}
+
+
+# A real small disk (tmpfs, root only): short writes and ENOSPC as the kernel makes them.
+
+def test_a_full_disk_cuts_a_write_short_and_the_line_is_completed_later(
+        small_disk: Callable[..., SmallDisk]) -> None:
+    disk = small_disk("256k")
+    path = disk.path / "j.log"
+
+    async def scenario() -> bytes:
+        journal = Journal(path, fsync="interval")
+        journal.open()
+        record(journal, submits(0, 1))
+        await journal.committed()
+        disk.fill()  # what is left: the rest of the journal's first page
+        record(journal, submits(1, 400))  # more than that: the write is cut short, then ENOSPC
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 1)
+        torn = path.read_bytes()
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(journal.committed(), 0.1)
+        record(journal, submits(401, 10))
+        disk.free()
+        await until_caught_up(journal)
+        journal.close()
+        return torn
+
+    torn = asyncio.run(scenario())
+    assert len(torn) > len(submits(0, 1)[0]) and not torn.endswith(b"\n"), "no write was cut short"
+    assert lines_on_disk(path) == submits(0, 411)  # completed, not glued to the next record
+    store = Store()
+    assert Journal(path).replay_into(store) == 411
+
+
+def test_compaction_on_a_full_disk_keeps_the_old_journal(small_disk: Callable[..., SmallDisk]) -> None:
+    disk = small_disk("256k")
+    path = disk.path / "j.log"
+
+    async def scenario() -> None:
+        journal = Journal(path, fsync="never")
+        journal.open()
+        record(journal, submits(0, 3))
+        await journal.committed()
+        disk.fill()
+        with pytest.raises(OSError):
+            journal.rewrite(submits(0, 400))
+        assert not path.with_suffix(".tmp").exists()
+        assert lines_on_disk(path) == submits(0, 3)
+        disk.free()
+        record(journal, submits(3, 2))  # the old journal is still the one appended to
+        await journal.committed()
+
+    asyncio.run(scenario())
+    assert lines_on_disk(path) == submits(0, 5)
+
+
+def test_a_cache_starting_on_a_full_disk_starts_and_resumes(small_disk: Callable[..., SmallDisk]) -> None:
+    disk = small_disk("256k")
+    path = disk.path / "journal.log"
+    path.write_text("\n".join(submits(0, 20)) + "\nS id-99999 12")  # and a torn last line
+    disk.fill()
+
+    async def scenario() -> None:
+        store = MemoryStore(lease_ms=5000, journal_path=path)
+        await store.start()  # the compaction fails: the old journal stays in use
+        assert store.state.queued == 20
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.submit([(f"new-{i:05d}", 1) for i in range(400)]), 1)
+        with pytest.raises(StoreUnavailable):  # a duplicate: nothing of its own to write
+            await asyncio.wait_for(store.submit([("id-00000", 100)]), 0.1)
+        disk.free()
+        assert store.journal is not None
+        await until_caught_up(store.journal)
+        await store.submit([("id-00000", 100)])
+        await store.close()
+
+    asyncio.run(scenario())
+    restored = Store()
+    Journal(path).replay_into(restored)
+    assert len(restored.entries) == 420 and "id-99999" not in restored.entries

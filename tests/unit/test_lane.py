@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.api.handlers import Api, ApiOptions
+from services.api import lane as lane_module
 from services.api.lane import PaymentsLane
 from services.api.shipper import Shipper
 from services.api.spool import Spool
@@ -211,3 +212,111 @@ def test_a_body_too_large_in_nginx_form_is_refused(tmp_path: Path, whole: bool) 
     [(status, _, body)] = answers(transport.out)
     assert status == 413 and "body larger than" in orjson.loads(body)["error"]
     assert transport.closed is not whole and api.spool.pending == 0
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    # Two framings for one message: whichever one we chose, another parser may choose the other.
+    (b"POST /payments HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nContent-Length: 9\r\nContent-Length: 5\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nContent-Length : 5\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\n Content-Length: 5\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nX-Nul: a\x00b\r\n\r\n", 400),
+    (b"POST /payments HTTP/1.1\r\nX-Lf: a\nContent-Length: 5\r\n\r\n", 400),
+    (b"POST /payments HTTP/2.0\r\n\r\n", 400),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    (b"PO(ST /payments HTTP/1.1\r\n\r\n", 400),
+    # int() refuses over 4300 digits with a ValueError: must be a 413, not a dropped connection.
+    (b"POST /payments HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413),
+    (b"POST /payments HTTP/1.1\r\nContent-Length: 00000000000000000001\r\n\r\n", 413),
+    # A head over the limit is refused even when it arrives whole, in one piece.
+    (post(slip(), extra=b"X-Pad: " + b"p" * 9_000 + b"\r\n"), 431),
+    (post(slip(), path=b"/payments?" + b"q" * 9_000), 431),
+])
+def test_ambiguous_or_oversized_heads_are_refused_then_closed(tmp_path: Path, request_bytes: bytes,
+                                                              status: int) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    lane.data_received(request_bytes)
+    [(got, headers, body)] = answers(transport.out)
+    assert got == status and "error" in orjson.loads(body)
+    assert headers["connection"] == "close" and transport.closed and api.spool.pending == 0
+
+
+@pytest.mark.parametrize("extra", [
+    b"Content-Length: %d\r\n",  # a duplicate that agrees: one framing
+    b"X-Odd: \t tab and obs-text \xe9\r\n",
+    b"Connection: keep-alive, Upgrade\r\n",
+])
+def test_heads_that_are_odd_but_unambiguous_are_served(tmp_path: Path, extra: bytes) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    body = slip()
+    lane.data_received(post(body, extra=extra.replace(b"%d", str(len(body)).encode())))
+    assert [status for status, _, _ in answers(transport.out)] == [202]
+    assert api.spool.pending == 1 and not transport.closed
+
+
+def test_an_absolute_uri_is_the_same_endpoint(tmp_path: Path) -> None:
+    lane, transport = connect(make_api(tmp_path))
+    lane.data_received(post(slip(), path=b"http://api/payments") + post(slip(), path=b"HTTPS://api/payments?x")
+                       + post(slip(), path=b"http://api/elsewhere"))
+    assert [status for status, _, _ in answers(transport.out)] == [202, 202, 404]
+
+
+def test_blank_lines_before_a_request_are_ignored(tmp_path: Path) -> None:
+    lane, transport = connect(make_api(tmp_path))
+    lane.data_received(post(slip()) + b"\r\n" + post(slip()))
+    assert [status for status, _, _ in answers(transport.out)] == [202, 202]
+
+
+def test_expect_100_continue_is_answered_once_before_the_body(tmp_path: Path) -> None:
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    request = post(slip(), extra=b"Expect: 100-Continue\r\n")
+    head_end = request.index(b"\r\n\r\n") + 4
+    lane.data_received(request[:head_end])
+    assert transport.out == b"HTTP/1.1 100 Continue\r\n\r\n"
+    lane.data_received(request[head_end:head_end + 5])  # more of the body: no second 100
+    lane.data_received(request[head_end + 5:])
+    assert transport.out.count(b"100 Continue") == 1
+    assert answers(transport.out.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))[0][0] == 202
+    lane.data_received(request)  # the next request on the connection gets its own 100
+    assert transport.out.count(b"100 Continue") == 1 and api.spool.pending == 2  # whole at once: none needed
+
+
+@pytest.mark.parametrize("request_bytes", [
+    post(slip(), version=b"HTTP/1.0", extra=b"Expect: 100-continue\r\n"),  # 1.0 knows no 1XX
+    post(b"x" * 20_000, extra=b"Expect: 100-continue\r\n"),  # refused on its head: the final answer instead
+])
+def test_no_100_continue_where_it_has_no_place(tmp_path: Path, request_bytes: bytes) -> None:
+    lane, transport = connect(make_api(tmp_path))
+    lane.data_received(request_bytes[:request_bytes.index(b"\r\n\r\n") + 4])
+    assert b"100 Continue" not in transport.out
+
+
+@pytest.mark.asyncio
+async def test_a_request_that_stops_arriving_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 0.05)
+    api = make_api(tmp_path)
+    lane, transport = connect(api)
+    lane.data_received(post(slip())[:-3])
+    await asyncio.sleep(0.1)
+    [(status, headers, body)] = answers(transport.out)
+    assert (status, headers["connection"], transport.closed) == (408, "close", True)
+    assert "error" in orjson.loads(body) and api.spool.pending == 0
+
+
+@pytest.mark.asyncio
+async def test_the_clock_runs_per_request_and_not_on_an_idle_connection(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 0.1)
+    lane, transport = connect(make_api(tmp_path))
+    request = post(slip())
+    for _ in range(3):  # each request completes within its time, though all three take longer
+        lane.data_received(request[:10])
+        await asyncio.sleep(0.06)
+        lane.data_received(request[10:])
+    await asyncio.sleep(0.2)  # idle between requests: no clock
+    assert [status for status, _, _ in answers(transport.out)] == [202, 202, 202] and not transport.closed

@@ -1,3 +1,5 @@
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -24,3 +26,63 @@ def test_a_drifted_config_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setattr(nginx_conf, "SOURCE", drifted)
     with pytest.raises(ValueError, match="listen 9999"):
         nginx_conf.render(tmp_path)
+
+
+def _error_pages(text: str) -> dict[int, str]:
+    """Each status nginx.conf gives an error page, to the page (with "=NNN" when it changes the status)."""
+    pages: dict[int, str] = {}
+    for line in re.findall(r"^\s*error_page\s+([^;]+);", text, re.MULTILINE):
+        *codes, target = line.split()
+        status = next((c for c in codes if c.startswith("=")), "")
+        for code in codes:
+            if not code.startswith("="):
+                pages[int(code)] = f"{status} {target}".strip()
+    return pages
+
+
+def test_every_error_nginx_answers_itself_is_json_and_none_is_a_5xx_for_bad_input() -> None:
+    text = nginx_conf.SOURCE.read_text()
+    pages = _error_pages(text)
+    # 494: a head over large_client_header_buffers (sent as 400 unless mapped).
+    for status in (400, 404, 405, 408, 411, 413, 414, 494):
+        assert status in pages, f"nginx would answer {status} with its HTML page"
+    # The client's fault, though nginx would call them 5XX.
+    assert pages[501].startswith("=400 ") and pages[505].startswith("=400 ")
+    assert pages[494].startswith("=431 ")
+    for target in set(pages.values()):
+        uri = target.split()[-1]
+        location = re.search(r"location (?:= )?%s \{(.*?)\n        \}" % re.escape(uri), text, re.DOTALL)
+        assert location, f"no location for {uri}"
+        assert "default_type application/json;" in location[1]
+        body = re.search(r"return \d+ '(.*)';", location[1])
+        assert body and "error" in json.loads(body[1]), uri
+
+
+def _payments_location(text: str) -> str:
+    match = re.search(r"location = /payments \{(.*?)\n        \}", text, re.DOTALL)
+    assert match
+    return match[1]
+
+
+def _ms(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(ms|s)", value).groups()  # type: ignore[union-attr]
+    return int(number) * (1 if unit == "ms" else 1000)
+
+
+def test_a_frozen_api_costs_a_payment_one_short_read_timeout_then_the_other_api() -> None:
+    """nginx connects to a frozen (SIGSTOPped) instance's socket all the same:
+    its read timeout decides. Short enough to cost a client about a second,
+    longer than the API_ACK_TIMEOUT_MS (1000 ms default) a healthy instance may
+    hold a 202 in "cache" ack mode; then the POST goes to the other instance."""
+    location = _payments_location(nginx_conf.SOURCE.read_text())
+    read_timeout = _ms(re.search(r"proxy_read_timeout (\S+);", location)[1])  # type: ignore[index]
+    assert 1000 < read_timeout <= 2000
+    retry = re.search(r"proxy_next_upstream ([^;]+);", location)
+    assert retry and {"error", "timeout", "non_idempotent"} <= set(retry[1].split())
+
+
+def test_an_instance_that_timed_out_is_skipped_for_a_while() -> None:
+    servers = re.findall(r"server unix:\S+ ([^;]*);", nginx_conf.SOURCE.read_text())
+    assert len(servers) == 4
+    for options in servers:
+        assert "max_fails=1" in options.split() and re.search(r"fail_timeout=\d+s", options)

@@ -99,3 +99,21 @@ def test_the_fast_path_answers_as_the_full_parser(correlation_id: str, upper: bo
 @given(st.binary(max_size=120) | FIELD_VALUES.map(lambda v: orjson.dumps({"correlationId": v, "amount": v})))
 def test_the_fast_path_answers_as_the_full_parser_on_anything(body: bytes) -> None:
     assert _slip_or_error(parse_slip, body) == _slip_or_error(parse_json_slip, body)
+
+
+# RFC 8259's number, with exponents far past a double's range either way.
+JSON_NUMBERS = st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,5})?", fullmatch=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.uuids().map(str), JSON_NUMBERS)
+def test_any_json_number_is_an_amount_or_a_wrong_field_never_malformed(correlation_id: str, amount: str) -> None:
+    """A syntactically valid slip is never a 400, whatever its number: out of
+    range (1e309, 1e-400) is a wrong field, 422, as the contract says."""
+    body = b'{"correlationId": "%s", "amount": %s}' % (correlation_id.encode(), amount.encode())
+    try:
+        slip = parse_slip(body)
+    except InvalidPayment as exc:
+        assert exc.status == 422, (amount, str(exc))
+        return
+    assert 0 < slip.amount_cents <= MAX_AMOUNT_CENTS

@@ -1,3 +1,4 @@
+import orjson
 import pytest
 
 from services.common.payment import InvalidPayment, amount_to_cents, parse_slip
@@ -71,3 +72,45 @@ def test_only_the_8_4_4_4_12_form_is_a_correlation_id(lookalike: str) -> None:
 def test_invalid_slips(body: bytes, message: str) -> None:
     with pytest.raises(InvalidPayment, match=message):
         parse_slip(body)
+
+
+@pytest.mark.parametrize("amount, message", [
+    # Valid JSON with an amount out of range: the contract's 422, not the 400 of a malformed body.
+    (b"1e309", "finite"),
+    (b"-1e309", "finite"),
+    (b"1e5000", "finite"),
+    (b"1" + b"0" * 400, "at most"),
+    (b"1e-400", "greater than zero"),
+    (b"-0", "greater than zero"),
+    (b"-0.0", "greater than zero"),
+])
+def test_numbers_out_of_range_are_a_wrong_field(amount: bytes, message: str) -> None:
+    with pytest.raises(InvalidPayment, match=message) as refused:
+        parse_slip(b'{"correlationId": "%s", "amount": %s}' % (UUID.encode(), amount))
+    assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("body", [
+    b'{"correlationId": "%s", "amount": NaN}' % UUID.encode(),
+    b'{"correlationId": "%s", "amount": Infinity}' % UUID.encode(),
+    b'{"correlationId": "%s", "amount": -Infinity}' % UUID.encode(),
+    b'\xef\xbb\xbf{"correlationId": "%s", "amount": 1}' % UUID.encode(),
+    b'{"correlationId": "%s\xe9", "amount": 1}' % UUID[:-1].encode(),
+    ('{"correlationId": "%s", "amount": 1}' % UUID).encode("utf-16"),
+    # Out of range and also malformed: the fallback for 1e309 must not take what orjson refuses.
+    b'\xef\xbb\xbf{"correlationId": "%s", "amount": 1e309}' % UUID.encode(),
+    b'{"correlationId": "%s", "amount": 1e309, "x": "\xe9"}' % UUID.encode(),
+    b'{"correlationId": "%s", "amount": 1e309, "x": "\\ud800"}' % UUID.encode(),
+    b'{"correlationId": "%s", "amount": 1e309, "x": NaN}' % UUID.encode(),
+    b'{"correlationId": "%s", "amount": 1e309' % UUID.encode(),
+])
+def test_bodies_that_are_not_utf8_json_are_malformed(body: bytes) -> None:
+    with pytest.raises(InvalidPayment, match="JSON") as refused:
+        parse_slip(body)
+    assert refused.value.status == 400
+
+
+def test_orjson_still_names_an_overflowing_number_as_the_fallback_expects() -> None:
+    """parse_json_slip tells 1e309 from malformed JSON by orjson's message."""
+    with pytest.raises(orjson.JSONDecodeError, match="^number is infinity"):
+        orjson.loads(b"1e309")

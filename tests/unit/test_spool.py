@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from services.api.spool import Spool, SpoolFull
+from services.api.spool import Spool, SpoolFull, SpoolUnavailable
 
 
 def test_unacknowledged_payments_are_replayed_after_a_crash(tmp_path: Path) -> None:
@@ -100,3 +100,15 @@ def test_a_crash_in_the_middle_of_a_line_never_replays_it_torn(tmp_path: Path, s
         spool.append("new", 4)
     again = Spool(tmp_path, max_pending=100)
     assert [(p.correlation_id, p.amount_cents) for p in again.take_unsent(10)] == [("kept", 1)]
+
+
+def test_an_append_after_close_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    """A request still arriving while the api shuts down gets a 503, not a
+    crashed connection, and the spool's file is left as it was."""
+    spool = Spool(tmp_path, max_pending=10)
+    spool.append("kept", 1)
+    spool.close()
+    with pytest.raises(SpoolUnavailable):
+        spool.append("late", 2)
+    again = Spool(tmp_path, max_pending=10)
+    assert [p.correlation_id for p in again.take_unsent(10)] == ["kept"]

@@ -56,3 +56,10 @@ def test_limits_go_by_name_under_the_configured_cgroup_parent(tmp_path: Path) ->
     assert stack.cgroups["n2.consumer"].dirs["memory"] == Path("/sys/fs/cgroup/memory/helper/n2.consumer")
     assert Stack(StackConfig(run_dir=tmp_path, limits={"cache": limit})).cgroups["cache"].dirs["cpu"].parent.name \
         == "rinha"
+
+
+def test_every_service_is_told_where_the_supervisor_counts_restarts(tmp_path: Path) -> None:
+    stack = Stack(StackConfig(run_dir=tmp_path, store="redis", nodes=2))
+    assert stack.supervisor_status == tmp_path / "supervisor.json"
+    for name in ("cache", "api1", "consumer", "n2.api2"):
+        assert stack.service_env(name)["SUPERVISOR_STATUS"] == str(tmp_path / "supervisor.json")

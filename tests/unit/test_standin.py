@@ -25,6 +25,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from standin.app import PROCESSOR, FixedWindowLimiter, Processor, StandinSettings, build_app, to_cents
+from standin.faults import Proxy, Refuse, Trickle, is_poison
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,6 +56,10 @@ class Standin:
         for key, value in config.items():
             status, body, _ = await self.call("PUT", f"/admin/configurations/{key}", json={key: value}, headers=ADMIN)
             assert status == 200, body
+
+    async def switch(self, key: str, **config: object) -> tuple[int, Any]:
+        status, body, _ = await self.call("PUT", f"/admin/configurations/{key}", json=config, headers=ADMIN)
+        return status, body
 
     async def summary(self, token: str = "123", **bounds: str) -> tuple[int, Any]:
         status, body, _ = await self.call("GET", "/admin/payments-summary", params=bounds,
@@ -350,6 +355,9 @@ ADMIN_CALLS = [("GET", "/admin/payments-summary", None),
                ("PUT", "/admin/configurations/token", {"token": "x"}),
                ("PUT", "/admin/configurations/delay", {"delay": 10}),
                ("PUT", "/admin/configurations/failure", {"failure": True}),
+               ("PUT", "/admin/configurations/refuse", {"every": 1}),
+               ("PUT", "/admin/configurations/proxy", {"every": 1}),
+               ("PUT", "/admin/configurations/trickle", {"every": 1, "seconds": 1}),
                ("POST", "/admin/purge-payments", None),
                ("GET", "/admin/health-calls", None)]
 
@@ -363,6 +371,7 @@ async def test_admin_calls_need_the_token(standin: Standin, method: str, path: s
     assert status == 401 and "error" in answer
     proc = standin.processor
     assert (proc.token, proc.delay_ms, proc.failing, len(proc.payments)) == ("123", 0, False, 1)
+    assert (proc.refuse, proc.proxy, proc.trickle) == (Refuse(), Proxy(), Trickle())
 
 
 async def test_the_token_can_be_replaced(standin: Standin) -> None:
@@ -406,6 +415,124 @@ async def test_configuration_answers_what_it_was_and_what_it_is(standin: Standin
         status, body = await put(key, bad)
         assert status == 400 and "error" in body, (key, bad)
     assert (standin.processor.delay_ms, standin.processor.failing) == (0, True)
+
+
+# -- the switches for answers that are not the processor's (issue 17) ------------------------------
+
+async def test_poison_is_a_pure_function_of_the_id() -> None:
+    ids = [f"id-{i}" for i in range(3000)]
+    assert not any(is_poison(cid, 0) for cid in ids)
+    assert all(is_poison(cid, 1) for cid in ids)
+    picked = [cid for cid in ids if is_poison(cid, 10)]
+    assert 200 < len(picked) < 400  # about one in ten
+    assert picked == [cid for cid in ids if is_poison(cid, 10)]
+    assert is_poison("c", 7) == (int("2e7d2c03a9507ae265ecf5b5356885a53393a2029d241394997265a1a25aefc6", 16) % 7 == 0)
+
+
+async def test_refuse_turns_away_the_poison_payments_every_time_and_stores_nothing(standin: Standin) -> None:
+    assert await standin.switch("refuse", every=4, status=403) == (
+        200, {"config": "refuse", "was": {"every": 0, "status": 400}, "is": {"every": 4, "status": 403}})
+    ids = [f"c{i}" for i in range(20)]
+    poison = {cid for cid in ids if is_poison(cid, 4)}
+    assert 0 < len(poison) < len(ids)
+    for cid in ids:
+        status, body = await standin.pay(cid)
+        assert (status, "error" in body) == ((403, True) if cid in poison else (200, False)), cid
+    for cid in poison:
+        assert (await standin.pay(cid))[0] == 403  # the retry is refused as well
+        assert (await standin.call("GET", f"/payments/{cid}"))[0] == 404
+    assert set(standin.processor.payments) == set(ids) - poison
+
+    await standin.switch("refuse", every=4)
+    assert (await standin.pay(next(iter(poison))))[0] == 400  # the default status
+
+
+async def test_refuse_comes_after_the_delay(standin: Standin) -> None:
+    poison = next(cid for cid in (f"c{i}" for i in range(100)) if is_poison(cid, 5))
+    await standin.configure(delay=200)
+    await standin.switch("refuse", every=5)
+    started = time.monotonic()
+    assert (await standin.pay(poison))[0] == 400
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_proxy_stores_every_nth_payment_then_answers_as_a_proxy(standin: Standin) -> None:
+    assert (await standin.switch("proxy", every=3, status=503))[1]["is"] == {"every": 3, "status": 503}
+    async def post(cid: str) -> tuple[int, str, bytes]:
+        payment = {"correlationId": cid, "amount": 19.9, "requestedAt": T0}
+        async with standin.http.post(standin.url + "/payments", json=payment) as response:
+            return response.status, response.content_type, await response.read()
+
+    answers = [(await post(f"c{i}"))[:2] for i in range(6)]
+    proxied = (503, "text/html")
+    assert answers == [(200, "application/json"), (200, "application/json"), proxied] * 2
+    assert sorted(standin.processor.payments) == [f"c{i}" for i in range(6)]  # all stored, proxied or not
+
+    await standin.switch("proxy", every=1)  # a new switch counts afresh; 502 by default
+    status, _, body = await post("c0")
+    assert status == 502 and b"Bad Gateway" in body  # whatever the processor said (a 422 here)
+
+
+async def test_trickle_sends_the_head_a_byte_at_a_time_after_storing(standin: Standin) -> None:
+    await standin.switch("trickle", every=2, seconds=0.6)
+    assert (await standin.pay("c0"))[0] == 200  # the first is answered at once
+    host, port = standin.url.removeprefix("http://").split(":")
+    body = b'{"correlationId": "c1", "amount": 19.9, "requestedAt": "2025-07-10T12:00:00.000Z"}'
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    started = time.monotonic()
+    arrivals: list[tuple[float, bytes]] = []
+    while chunk := await asyncio.wait_for(reader.read(1024), 2):
+        arrivals.append((time.monotonic() - started, chunk))
+    writer.close()
+    answer = b"".join(chunk for _, chunk in arrivals)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close" in head.lower()
+    assert rest == b'{"message":"payment processed successfully"}'
+    assert len(arrivals) > 20  # in many pieces
+    assert arrivals[0][0] < 0.3 and 0.55 <= arrivals[-1][0] < 1.5  # spread over the 0.6 s
+    assert "c1" in standin.processor.payments
+
+
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_a_caller_that_gives_up_mid_trickle_still_finds_the_payment_stored(
+        start_standin: StartStandin, handler_cancellation: bool) -> None:
+    standin = await start_standin(handler_cancellation=handler_cancellation)
+    await standin.switch("trickle", every=1, seconds=5)
+    with pytest.raises(asyncio.TimeoutError):
+        await standin.pay("c1", timeout=aiohttp.ClientTimeout(total=0.2))
+    assert "c1" in standin.processor.payments
+    await _eventually(lambda: standin.processor.gate.running == 0)  # the trickle stopped with the caller
+    await standin.switch("trickle", every=0)
+    assert (await standin.pay("c1"))[0] == 422
+
+
+@pytest.mark.parametrize(("key", "body"), [
+    ("refuse", {"every": -1}), ("refuse", {"every": "2"}), ("refuse", {"every": True}), ("refuse", {"every": 1.0}),
+    ("refuse", {"every": 1, "status": 500}), ("refuse", {"every": 1, "status": 399}),
+    ("refuse", {"every": 1, "status": "400"}),
+    ("proxy", {"every": 1, "status": 500}), ("proxy", {"every": 1, "status": 502.0}),
+    ("proxy", {"every": -3}),
+    ("trickle", {"every": 1, "seconds": 0}), ("trickle", {"every": 1, "seconds": -1}),
+    ("trickle", {"every": 1, "seconds": "1"}), ("trickle", {"every": 1, "seconds": 601}),
+    ("trickle", {"every": 1, "seconds": True}),
+])
+async def test_switches_refuse_values_they_cannot_take(standin: Standin, key: str, body: dict[str, Any]) -> None:
+    status, answer, _ = await standin.call("PUT", f"/admin/configurations/{key}", json=body, headers=ADMIN)
+    assert status == 400 and "error" in answer
+    proc = standin.processor
+    assert (proc.refuse, proc.proxy, proc.trickle) == (Refuse(), Proxy(), Trickle())
+
+
+async def test_purge_switches_the_new_faults_off(standin: Standin) -> None:
+    await standin.switch("refuse", every=1)
+    await standin.switch("proxy", every=1, status=504)
+    await standin.switch("trickle", every=1, seconds=2)
+    assert (await standin.call("POST", "/admin/purge-payments", headers=ADMIN))[0] == 200
+    proc = standin.processor
+    assert (proc.refuse, proc.proxy, proc.trickle) == (Refuse(), Proxy(), Trickle())
+    assert (await standin.pay("c1"))[0] == 200
 
 
 # -- python -m standin ----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 from services.cache.memory.state import MemoryState as Store
-from services.cache.store import Completed, State, Totals
+from services.cache.store import Completed, Rejection, State, Totals
 
 
 def ids(entries) -> list[str]:
@@ -108,3 +108,104 @@ def test_the_leases_of_gone_holders_come_back_and_the_others_stay() -> None:
     assert [e.correlation_id for e in store.take(5, now=1.0)] == ["gone"]
     assert store.lookup("gone").check == ("default", "fallback")  # the dead one may have sent it
     assert store.lookup("mine").state is State.LEASED and store.lookup("mine").lease_until == 60.0
+
+
+class Clock:
+    """A wall clock (epoch ms) the test moves by hand."""
+
+    def __init__(self, ms: int = 1_760_000_000_000) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+DAY = 86_400_000
+
+
+def test_only_processed_payments_leave_the_index_after_the_retention() -> None:
+    clock = Clock()
+    store = Store(retention_ms=DAY, clock=clock)
+    store.submit([("done", 100), ("queued", 1), ("leased", 1), ("rejected", 1), ("delayed", 1)])
+    store.take(1)  # done
+    store.complete([Completed("done", "default", 100, clock.ms)])
+    (leased, rejected, delayed) = store.take(3, holder="c")
+    store.reject(Rejection("rejected", "default", "no", rejected.attempts))
+    store.requeue("delayed", (), 3600.0 * 48)
+    clock.ms += DAY
+    assert store.expire_done() == 0  # exactly the retention: not yet
+    clock.ms += 1
+    assert store.expire_done() == 1
+    assert store.lookup("done") is None
+    assert {cid for cid in store.entries} == {"queued", "leased", "rejected", "delayed"}
+    assert store.totals("default", None, None) == Totals(1, 100)  # the ledger keeps it
+    assert store.backlog == 3 and store.done_count == 0 and store.counters.forgotten == 1
+    assert store.submit([("done", 100)]) == (1, 0)  # a new life
+    assert store.backlog == 4
+
+
+def test_expiry_is_bounded_per_call_and_in_completion_order() -> None:
+    clock = Clock()
+    store = Store(retention_ms=60_000, clock=clock)
+    store.submit([(f"p{i}", 1) for i in range(30)])
+    taken = store.take(30)
+    for entry in reversed(taken):  # completed in the reverse of acceptance order
+        store.complete([Completed(entry.correlation_id, "default", 1, clock.ms)])
+        clock.ms += 1
+    clock.ms += 60_000 - 15  # the first 15 completed are due
+    assert store.expire_done(limit=10) == 10
+    assert store.expire_done(limit=10) == 5
+    assert store.expire_done(limit=10) == 0
+    assert sorted(store.entries) == sorted(f"p{i}" for i in range(15))
+    assert store.backlog == 0 and store.totals("default", None, None) == Totals(30, 30)
+
+
+def test_a_charge_from_an_expired_life_is_recorded_but_not_counted_again() -> None:
+    clock = Clock()
+    store = Store(retention_ms=DAY, clock=clock)
+    store.submit([("a", 190)])
+    store.take(1)
+    first_charge = clock.ms + 5
+    store.complete([Completed("a", "default", 190, first_charge)])
+    clock.ms += DAY + 1_000
+    store.expire_done()
+    assert store.submit([("a", 190)]) == (1, 0)  # accepted again as new
+    store.take(1)
+    clock.ms += 30_000
+    # The processor answers 422 and its copy carries the first requestedAt.
+    assert store.complete([Completed("a", "default", 190, first_charge)]) == (1, 0)
+    assert store.lookup("a").state is State.DONE
+    assert store.totals("default", None, None) == Totals(1, 190)
+    assert store.counters.expired_duplicates == 1 and store.backlog == 0
+
+
+def test_a_charge_of_this_life_counts_even_with_a_skewed_clock() -> None:
+    clock = Clock()
+    store = Store(retention_ms=DAY, clock=clock)
+    store.submit([("a", 190)])
+    store.take(1)
+    # The consumer's clock runs a minute behind the cache's: still this life.
+    store.complete([Completed("a", "default", 190, clock.ms - 60_000)])
+    assert store.totals("default", None, None) == Totals(1, 190)
+    assert store.counters.expired_duplicates == 0
+
+
+def test_without_a_retention_nothing_expires() -> None:
+    clock = Clock()
+    store = Store(clock=clock)
+    store.submit([("a", 1)])
+    store.take(1)
+    store.complete([Completed("a", "default", 1, 1_000)])  # a made-up requestedAt counts
+    clock.ms += 1000 * DAY
+    assert store.expire_done() == 0 and store.lookup("a") is not None
+    assert store.totals("default", None, None) == Totals(1, 1)
+
+
+def test_purge_forgets_the_completion_order_too() -> None:
+    clock = Clock()
+    store = Store(retention_ms=60_000, clock=clock)
+    store.submit([("a", 1)])
+    store.take(1)
+    store.complete([Completed("a", "default", 1, clock.ms)])
+    store.purge()
+    assert not store.done and store.done_count == 0 and store.backlog == 0

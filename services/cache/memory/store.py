@@ -19,7 +19,7 @@ from services.cache.memory.journal import Journal
 from services.cache.memory.liveness import Liveness
 from services.cache.memory.state import MemoryState
 from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record,
-                                  StoreStats, Submitted, Totals)
+                                  Rejection, State, StoreStats, StoreUnavailable, Submitted, Totals)
 from services.common import logs
 from services.common.payment import PROCESSORS
 from services.common.timefmt import now_ms
@@ -29,19 +29,32 @@ log = logging.getLogger("cache.memory")
 
 class MemoryStore:
     def __init__(self, *, lease_ms: int, journal_path: Path | None = None, fsync: str = "interval",
-                 compact_bytes: int = 64 << 20) -> None:
-        self.state = MemoryState(lease_seconds=lease_ms / 1000)
+                 compact_bytes: int = 64 << 20, retention_ms: int | None = None) -> None:
+        """``retention_ms``: how long a processed payment stays in the index
+        (None: until a purge; the service passes CACHE_RETENTION_S)."""
+        self.state = MemoryState(lease_seconds=lease_ms / 1000, retention_ms=retention_ms)
         self.liveness = Liveness(PROCESSORS)
         self.journal = (Journal(journal_path, fsync=fsync, compact_bytes=compact_bytes)
                         if journal_path is not None else None)
         self._fsync_task: asyncio.Task[None] | None = None
+        # The journal's size right after this store last compacted it (0: not
+        # yet; start() compacts too, but a failed one leaves the old journal).
+        self._snapshot_bytes = 0
+        self._compact_not_before = 0.0  # after a failed compaction: not every second
 
     async def start(self) -> None:
         journal = self.journal
         if journal is None:
             return
         replayed = journal.replay_into(self.state)
-        journal.rewrite(journal.snapshot(self.state))
+        try:
+            journal.rewrite(journal.snapshot(self.state))
+        except OSError as exc:
+            # Disk full: the old journal is whole and stays in use. Starting
+            # anyway beats crash-looping: the cache answers reads, and writes
+            # (UNAVAILABLE until the journal can take them) resume with space.
+            log.error("journal compaction at start-up failed; appending to the old journal",
+                      extra=logs.fields(error=repr(exc)))
         self.state.journal = journal
         self._fsync_task = asyncio.create_task(journal.fsync_forever())
         log.info("journal replayed", extra=logs.fields(records=replayed, queued=self.state.queued,
@@ -58,7 +71,15 @@ class MemoryStore:
         if self.journal is not None:
             await self.journal.committed()
 
+    def _writable(self) -> None:
+        """Refuse a change up front while the journal is behind, rather than
+        make it in memory and then answer UNAVAILABLE for it: a refused
+        ``take`` would otherwise leave leases no consumer knows of."""
+        if self.journal is not None and self.journal.behind:
+            raise StoreUnavailable("the journal cannot be written (disk full or failing)")
+
     async def submit(self, payments: Sequence[tuple[str, int]]) -> Submitted:
+        self._writable()
         new, duplicates = self.state.submit(payments)
         await self._durable()
         return Submitted(new, duplicates, self.state.backlog)
@@ -67,6 +88,7 @@ class MemoryStore:
         state = self.state
         deadline = time.monotonic() + wait_seconds
         while True:
+            self._writable()
             taken = state.take(limit, holder=holder)
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0:
@@ -78,28 +100,68 @@ class MemoryStore:
         return lent
 
     async def complete(self, results: Sequence[Completed]) -> tuple[int, int]:
+        self._writable()
         counts = self.state.complete(results)
         await self._durable()
         return counts
 
     async def requeue(self, handbacks: Sequence[HandBack]) -> int:
+        self._writable()
         count = sum(self.state.requeue(h.correlation_id, h.check, h.delay_ms / 1000, lease=h.lease)
                     for h in handbacks)
         await self._durable()
         return count
 
+    async def reject(self, rejections: Sequence[Rejection]) -> int:
+        self._writable()
+        count = sum(self.state.reject(r) for r in rejections)
+        await self._durable()
+        return count
+
+    async def revive(self, correlation_id: str) -> State | None:
+        self._writable()
+        state = self.state.revive(correlation_id)
+        await self._durable()
+        return state
+
     async def expire(self) -> int:
-        """Expire leases; compact the journal when it has grown too big. A failed
-        compaction (disk full) is logged and tried again next time."""
+        """Expire leases, forget up to ``EXPIRE_BATCH`` payments processed more
+        than the retention ago; compact the journal when it has grown too big.
+        A failed compaction (disk full) is logged and tried again next time."""
         now = time.monotonic()
         expired = self.state.expire_leases(now, self.liveness.lapsed(now))
-        journal = self.journal
-        if journal is not None and journal.needs_compaction:
-            try:
-                journal.rewrite(journal.snapshot(self.state))
-            except OSError as exc:
-                log.error("journal compaction failed", extra=logs.fields(error=repr(exc)))
+        self.state.expire_done()
+        if self._should_compact() and now >= self._compact_not_before:
+            if not self._compact():
+                self._compact_not_before = now + 30  # a full disk: a temp file a second would not help
         return expired
+
+    def _should_compact(self) -> bool:
+        """Past ``compact_bytes`` *and* twice the last snapshot. A snapshot of
+        one retention's payments (and of the ledger) may itself be larger than
+        ``compact_bytes``; compacting whenever the journal is past it would then
+        rewrite the whole state every second. Twice the snapshot keeps the
+        journal, and a restart's replay, within a constant factor of the state."""
+        journal = self.journal
+        if journal is None or not journal.needs_compaction:
+            return False
+        try:
+            return journal.path.stat().st_size > 2 * self._snapshot_bytes
+        except OSError:  # no journal file (yet): nothing to compact
+            return False
+
+    def _compact(self) -> bool:
+        """Rewrite the journal as a snapshot; a failure (disk full) is logged,
+        the old journal stays in use, and False says to try again later."""
+        journal = self.journal
+        assert journal is not None
+        try:
+            journal.rewrite(journal.snapshot(self.state))
+            self._snapshot_bytes = journal.path.stat().st_size
+        except OSError as exc:
+            log.error("journal compaction failed", extra=logs.fields(error=repr(exc)))
+            return False
+        return True
 
     async def heartbeat(self, beat: Beat) -> Pulse:
         leads = self.liveness.beat(beat.consumer, beat.ttl_ms / 1000, beat.settle_ms / 1000,
@@ -124,12 +186,14 @@ class MemoryStore:
         if entry is None:
             return None
         return Record(entry.correlation_id, entry.state, entry.amount_cents, entry.attempts,
-                      entry.processor, entry.requested_at_ms)
+                      entry.processor, entry.requested_at_ms, entry.reason)
 
     async def purge(self) -> int:
+        self._writable()
         purged = self.state.purge()
+        await self._durable()  # the purge record first: a failed compaction below loses nothing
         if self.journal is not None:
-            self.journal.rewrite(self.journal.snapshot(self.state))
+            self._compact()
         return purged
 
     async def stats(self) -> StoreStats:
@@ -137,6 +201,7 @@ class MemoryStore:
         return StoreStats(queued=state.queued, delayed=state.delayed_count, leased=len(state.leased),
                           backlog=state.backlog, requeued=counters.requeued,
                           duplicates=counters.duplicates, stale_requeues=counters.stale_requeues,
-                          late_completions=counters.late_completions,
+                          late_completions=counters.late_completions, rejected=state.rejected_count,
                           consumers=tuple(h.stats for h in self.liveness.alive(time.monotonic())),
-                          health=self.liveness.known_health())
+                          health=self.liveness.known_health(), retention_ms=state.retention_ms or 0,
+                          expired_duplicates=counters.expired_duplicates)

@@ -28,8 +28,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
-from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record, State,
-                                  StoreStats, StoreUnavailable, Submitted, Totals)
+from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record, Rejection,
+                                  State, StoreStats, StoreUnavailable, Submitted, Totals, one_line)
 from services.common import logs
 from services.common.payment import PROCESSORS
 
@@ -62,9 +62,14 @@ def _health(row: list[Any]) -> Health:
 
 class RedisStore:
     def __init__(self, url: str, *, lease_ms: int, timeout_seconds: float = 2.0,
-                 prefix: str = PREFIX) -> None:
+                 prefix: str = PREFIX, retention_ms: int | None = None) -> None:
+        """``retention_ms``: how long a processed payment stays in the index
+        (None: until a purge; the service passes CACHE_RETENTION_S). Every
+        front of one Redis should be given the same: it is an argument of the
+        functions that expire ids and judge expired duplicates, not Redis state."""
         self.url = url
         self.lease_ms = lease_ms
+        self.retention_ms = retention_ms
         self.prefix = prefix
         self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_seconds,
                                               socket_connect_timeout=timeout_seconds,
@@ -151,7 +156,7 @@ class RedisStore:
                 for i in range(1, len(reply), 4)]
 
     async def complete(self, results: Sequence[Completed]) -> tuple[int, int]:
-        args: list[object] = []
+        args: list[object] = [self.retention_ms or 0]
         for r in results:
             args += (r.correlation_id, r.processor, r.amount_cents, r.requested_at_ms)
         recorded, ignored = await self._call("rinha_complete", *args)
@@ -164,8 +169,18 @@ class RedisStore:
             args += (h.correlation_id, check, max(0, h.delay_ms), -1 if h.lease is None else h.lease)
         return int(await self._call("rinha_requeue", *args)) if args else 0
 
+    async def reject(self, rejections: Sequence[Rejection]) -> int:
+        args: list[object] = []
+        for r in rejections:
+            args += (r.correlation_id, r.processor, one_line(r.reason), r.lease)
+        return int(await self._call("rinha_reject", *args)) if args else 0
+
+    async def revive(self, correlation_id: str) -> State | None:
+        state = int(await self._call("rinha_revive", correlation_id))
+        return State(state) if state else None
+
     async def expire(self) -> int:
-        return int(await self._call("rinha_expire"))
+        return int(await self._call("rinha_expire", self.retention_ms or 0))
 
     # -- consumers -------------------------------------------------------------
     async def heartbeat(self, beat: Beat) -> Pulse:
@@ -191,20 +206,23 @@ class RedisStore:
         return {name: Totals(int(flat[2 * i]), int(flat[2 * i + 1])) for i, name in enumerate(PROCESSORS)}
 
     async def lookup(self, correlation_id: str) -> Record | None:
-        raw = await self._call("rinha_lookup", correlation_id)
-        if raw is None:
+        found = await self._call("rinha_lookup", correlation_id)
+        if found is None:
             return None
-        state, amount, lease, _check_list, processor, requested_at = _text(raw).split(" ")
+        raw, reason = found
+        # Six fields in records written before the acceptance time was added.
+        state, amount, lease, _check_list, processor, requested_at, *_accepted = _text(raw).split(" ")
         return Record(correlation_id, State(int(state)), int(amount), int(lease),
-                      "" if processor == "-" else processor, int(requested_at))
+                      "" if processor == "-" else processor, int(requested_at), _text(reason))
 
     async def purge(self) -> int:
         return int(await self._call("rinha_purge"))
 
     async def stats(self) -> StoreStats:
-        (queued, delayed, leased, backlog, requeued, duplicates, stale, late, health,
-         consumers) = await self._call("rinha_stats")
+        (queued, delayed, leased, backlog, requeued, duplicates, stale, late, rejected, health,
+         consumers, expired_duplicates) = await self._call("rinha_stats")
         return StoreStats(queued=queued, delayed=delayed, leased=leased, backlog=backlog,
                           requeued=requeued, duplicates=duplicates, stale_requeues=stale,
-                          late_completions=late, consumers=tuple(consumers),
-                          health=tuple(_health(row) for row in health))
+                          late_completions=late, rejected=rejected, consumers=tuple(consumers),
+                          health=tuple(_health(row) for row in health),
+                          retention_ms=self.retention_ms or 0, expired_duplicates=expired_duplicates)

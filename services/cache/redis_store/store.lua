@@ -9,10 +9,17 @@ Time is Redis' own (TIME), never a cache front's: leases, delays, heartbeats
 and poll slots are compared on one clock whichever machine asks.
 
 Keys (P = KEYS[1]):
-  P.."pay"      hash  id -> "state amount lease check processor requestedAt"
-                      (state 1 queued, 2 delayed, 3 leased, 4 done; check and
-                      processor "-" when empty). Permanent until purge: it is
-                      the deduplication set.
+  P.."pay"      hash  id -> "state amount lease check processor requestedAt accepted"
+                      (state 1 queued, 2 delayed, 3 leased, 4 done, 5 rejected;
+                      check and processor "-" when empty; a rejected payment's
+                      processor is the one that refused it; accepted: when it
+                      was submitted, ms on Redis' clock, 0 if unknown: records
+                      written before it existed have six fields). The
+                      deduplication set: an id stays until a purge or, once
+                      processed, until the retention has passed (rinha_expire).
+  P.."done"     zset  id -> when it was processed (ms): the processed ids still in
+                      "pay", in the order they expire
+  P.."why"      hash  id -> why a rejected payment was refused
   P.."queue"    zset  id -> position (back: INCR tail; front: DECR head)
   P.."delayed"  zset  id -> due (ms)
   P.."leases"   zset  id -> lease deadline (ms)
@@ -25,7 +32,11 @@ Keys (P = KEYS[1]):
   P.."nextpoll" hash  processor -> earliest next health call (ms)
   P.."health"   hash  processor -> "failing minResponseTime checkedAt"
   P.."lc:"..p / P.."la:"..p  hash  ledger buckets: count / amount (below)
-  P.."n"        hash  counters: done, duplicates, requeued, stale, late; tokens
+  P.."n"        hash  counters: done (processed and still in "pay", so the backlog
+                      is HLEN pay - done - rejected), duplicates, requeued, stale,
+                      late, rejected (parked now), expired_duplicates (completions
+                      charged in an earlier life of their id, not counted again),
+                      forgotten (processed ids expired from "pay"); tokens
   P.."head", P.."tail"  queue positions
   P.."work"     pub/sub channel: "there is work", so long polls wake at once
 
@@ -33,7 +44,15 @@ The ledger: per processor, radix-16 buckets of requestedAt at 12 levels
 (level L, index floor(ms / 16^L); 16^11 ms is 557 years, so until 2527 one
 level-11 bucket holds the total). A completion adds to one bucket per level (24 HINCRBY); a window
 [lo, hi] is at most 15 buckets per side per level (one HMGET of <= 360 fields
-per hash), whatever the number of payments.
+per hash), whatever the number of payments. Nothing reads "pay" to sum: the
+ledger outlives the ids that expire from it.
+
+A long life: rinha_complete and rinha_expire take the retention (ms; 0: keep
+every id until a purge) from the front that calls them. rinha_expire forgets at
+most EXPIRE_BATCH processed ids per call (about once a second per front), so
+no call holds Redis for long. A completion whose requestedAt is older than its
+payment's acceptance by more than half the retention was charged in an earlier
+life of the id (services/cache/store.py): done, not added to the ledger again.
 ]]
 
 local LEVELS, RADIX = 12, 16
@@ -41,20 +60,32 @@ local TOP = RADIX ^ (LEVELS - 1) * RADIX - 1  -- the last millisecond the bucket
 local PROCESSORS = {'default', 'fallback'}
 local IS_PROCESSOR = {default = true, fallback = true}
 local EVERYWHERE = 'default,fallback'
-local QUEUED, DELAYED, LEASED, DONE = 1, 2, 3, 4
+local QUEUED, DELAYED, LEASED, DONE, REJECTED = 1, 2, 3, 4, 5
+local EXPIRE_BATCH = 5000  -- most ids one rinha_expire forgets (and under Lua's unpack limit)
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The "pay" record, parsed and packed here only. at: accepted (ms), '0' in
+-- records older than the field.
 local function parse(rec)
-  local s, a, n, c, p, t = string.match(rec, '^(%d) (%-?%d+) (%d+) (%S+) (%S+) (%-?%d+)$')
-  return {s = tonumber(s), a = a, n = tonumber(n), c = c, p = p, t = t}
+  local s, a, n, c, p, t, at = string.match(rec, '^(%d) (%-?%d+) (%d+) (%S+) (%S+) (%-?%d+) (%d+)$')
+  if not s then
+    s, a, n, c, p, t = string.match(rec, '^(%d) (%-?%d+) (%d+) (%S+) (%S+) (%-?%d+)$')
+    at = '0'
+  end
+  return {s = tonumber(s), a = a, n = tonumber(n), c = c, p = p, t = t, at = at}
 end
 
 local function pack(r)
   return r.s .. ' ' .. r.a .. ' ' .. string.format('%d', r.n) .. ' ' .. r.c .. ' ' .. r.p .. ' ' .. r.t
+    .. ' ' .. r.at
+end
+
+local function fresh(amount, accepted)
+  return pack({s = QUEUED, a = amount, n = 0, c = '-', p = '-', t = '0', at = string.format('%d', accepted)})
 end
 
 local function enqueue(P, id, front)
@@ -81,6 +112,12 @@ local function expire_one(P, id)
   redis.call('HSET', P .. 'pay', id, pack(r))
   enqueue(P, id, true)
   return 1
+end
+
+-- Accepted and not processed yet: neither done nor parked as rejected.
+local function backlog(P)
+  local n = redis.call('HMGET', P .. 'n', 'done', 'rejected')
+  return redis.call('HLEN', P .. 'pay') - tonumber(n[1] or '0') - tonumber(n[2] or '0')
 end
 
 local function bucket(level, index)
@@ -127,8 +164,9 @@ end
 local function submit(keys, args)
   local P = keys[1]
   local new, dup = 0, 0
+  local now = now_ms()
   for i = 1, #args, 2 do
-    if redis.call('HSETNX', P .. 'pay', args[i], '1 ' .. args[i + 1] .. ' 0 - - 0') == 1 then
+    if redis.call('HSETNX', P .. 'pay', args[i], fresh(args[i + 1], now)) == 1 then
       enqueue(P, args[i], false)
       new = new + 1
     else
@@ -137,8 +175,7 @@ local function submit(keys, args)
   end
   if dup > 0 then redis.call('HINCRBY', P .. 'n', 'duplicates', dup) end
   if new > 0 then redis.call('PUBLISH', P .. 'work', '1') end
-  local done = tonumber(redis.call('HGET', P .. 'n', 'done') or '0')
-  return {new, dup, redis.call('HLEN', P .. 'pay') - done}
+  return {new, dup, backlog(P)}
 end
 
 -- take(P; holder, limit, lease_ms) -> {ms until the next delayed payment is due
@@ -174,11 +211,19 @@ local function take(keys, args)
   return out
 end
 
--- complete(P; id, processor, cents, requestedAt, ...) -> {recorded, ignored}
+-- Charged in an earlier life of its id (services/cache/store.py): requestedAt
+-- older than this life's acceptance by more than half the retention.
+local function expired_duplicate(r, t, retention)
+  local accepted = tonumber(r.at)
+  return retention > 0 and accepted > 0 and tonumber(t) < accepted - math.floor(retention / 2)
+end
+
+-- complete(P; retention_ms, id, processor, cents, requestedAt, ...) -> {recorded, ignored}
 local function complete(keys, args)
-  local P = keys[1]
-  local recorded, ignored, late = 0, 0, 0
-  for i = 1, #args, 4 do
+  local P, retention = keys[1], tonumber(args[1])
+  local now = now_ms()
+  local recorded, ignored, late, again = 0, 0, 0, 0
+  for i = 2, #args, 4 do
     local id, processor, amount, t = args[i], args[i + 1], args[i + 2], args[i + 3]
     local raw = redis.call('HGET', P .. 'pay', id)
     local r = raw and parse(raw)
@@ -187,18 +232,28 @@ local function complete(keys, args)
     else
       if r.s == LEASED then
         unlease(P, id)
+      elseif r.s == REJECTED then  -- an earlier attempt landed after all
+        late = late + 1
+        redis.call('HINCRBY', P .. 'n', 'rejected', -1)
+        redis.call('HDEL', P .. 'why', id)
       else
         late = late + 1
         redis.call('ZREM', P .. (r.s == QUEUED and 'queue' or 'delayed'), id)
       end
+      if expired_duplicate(r, t, retention) then
+        again = again + 1
+      else
+        ledger_add(P, processor, t, amount)
+      end
       r.s, r.a, r.c, r.p, r.t = DONE, amount, '-', processor, t
       redis.call('HSET', P .. 'pay', id, pack(r))
-      ledger_add(P, processor, t, amount)
+      redis.call('ZADD', P .. 'done', now, id)
       recorded = recorded + 1
     end
   end
   if recorded > 0 then redis.call('HINCRBY', P .. 'n', 'done', recorded) end
   if late > 0 then redis.call('HINCRBY', P .. 'n', 'late', late) end
+  if again > 0 then redis.call('HINCRBY', P .. 'n', 'expired_duplicates', again) end
   return {recorded, ignored}
 end
 
@@ -237,12 +292,70 @@ local function requeue(keys, args)
   return count
 end
 
--- expire(P) -> leases brought back (run-out ones, and every lease of a consumer
--- whose heartbeat lapsed at least its settle time ago)
+-- reject(P; id, processor, reason, lease, ...) -> parked
+local function reject(keys, args)
+  local P = keys[1]
+  local count, stale = 0, 0
+  for i = 1, #args, 4 do
+    local id, processor, reason, lease = args[i], args[i + 1], args[i + 2], tonumber(args[i + 3])
+    local raw = redis.call('HGET', P .. 'pay', id)
+    local r = raw and parse(raw)
+    if r and r.s == LEASED then
+      if lease ~= r.n then
+        stale = stale + 1
+      else
+        unlease(P, id)
+        r.s, r.c, r.p = REJECTED, '-', processor
+        redis.call('HSET', P .. 'pay', id, pack(r))
+        redis.call('HSET', P .. 'why', id, reason)
+        count = count + 1
+      end
+    end
+  end
+  if count > 0 then redis.call('HINCRBY', P .. 'n', 'rejected', count) end
+  if stale > 0 then redis.call('HINCRBY', P .. 'n', 'stale', stale) end
+  return count
+end
+
+-- revive(P; id) -> the state afterwards (1: queued again), 0 if unknown
+local function revive(keys, args)
+  local P, id = keys[1], args[1]
+  local raw = redis.call('HGET', P .. 'pay', id)
+  if not raw then return 0 end
+  local r = parse(raw)
+  if r.s ~= REJECTED then return r.s end
+  r.s, r.c, r.p, r.n = QUEUED, '-', '-', r.n + 1
+  redis.call('HSET', P .. 'pay', id, pack(r))
+  redis.call('HDEL', P .. 'why', id)
+  redis.call('HINCRBY', P .. 'n', 'rejected', -1)
+  enqueue(P, id, false)
+  redis.call('PUBLISH', P .. 'work', '1')
+  return QUEUED
+end
+
+-- Forget at most EXPIRE_BATCH ids processed more than retention ms ago: out
+-- of "pay" (and "done"), the ledger untouched; "done" counts down with them so
+-- the backlog stays exact.
+local function forget_processed(P, now, retention)
+  if retention <= 0 then return end
+  local due = redis.call('ZRANGEBYSCORE', P .. 'done', '-inf', string.format('(%d', now - retention),
+                         'LIMIT', 0, EXPIRE_BATCH)
+  if #due == 0 then return end
+  redis.call('HDEL', P .. 'pay', unpack(due))
+  redis.call('HDEL', P .. 'why', unpack(due))
+  redis.call('ZREM', P .. 'done', unpack(due))
+  redis.call('HINCRBY', P .. 'n', 'done', -#due)
+  redis.call('HINCRBY', P .. 'n', 'forgotten', #due)
+end
+
+-- expire(P; retention_ms) -> leases brought back (run-out ones, and every lease
+-- of a consumer whose heartbeat lapsed at least its settle time ago); also
+-- forgets processed ids past the retention (forget_processed)
 local function expire(keys, args)
   local P = keys[1]
   local now = now_ms()
   local count = 0
+  forget_processed(P, now, tonumber(args[1] or '0'))
   local gone = redis.call('ZRANGEBYSCORE', P .. 'reap', '-inf', now)
   if #gone > 0 then
     local is_gone = {}
@@ -362,9 +475,11 @@ local function totals(keys, args)
   return out
 end
 
--- lookup(P; id) -> the record, or nil
+-- lookup(P; id) -> {the record, why it was rejected ('' if it was not)}, or nil
 local function lookup(keys, args)
-  return redis.call('HGET', keys[1] .. 'pay', args[1])
+  local raw = redis.call('HGET', keys[1] .. 'pay', args[1])
+  if not raw then return nil end
+  return {raw, redis.call('HGET', keys[1] .. 'why', args[1]) or ''}
 end
 
 -- purge(P) -> payments forgotten. Consumers, pollers and health stay: they
@@ -372,23 +487,25 @@ end
 local function purge(keys, args)
   local P = keys[1]
   local count = redis.call('HLEN', P .. 'pay')
-  local doomed = {'pay', 'queue', 'delayed', 'leases', 'held', 'head', 'tail'}
+  local doomed = {'pay', 'done', 'why', 'queue', 'delayed', 'leases', 'held', 'head', 'tail'}
   for _, processor in ipairs(PROCESSORS) do
     doomed[#doomed + 1] = 'lc:' .. processor
     doomed[#doomed + 1] = 'la:' .. processor
   end
   for i, name in ipairs(doomed) do doomed[i] = P .. name end
   redis.call('UNLINK', unpack(doomed))
-  redis.call('HDEL', P .. 'n', 'done', 'duplicates', 'requeued', 'stale', 'late')
+  redis.call('HDEL', P .. 'n', 'done', 'duplicates', 'requeued', 'stale', 'late', 'rejected',
+             'expired_duplicates', 'forgotten')
   return count
 end
 
 -- stats(P) -> {queued, delayed, leased, backlog, requeued, duplicates, stale,
--- late, health_of(P), {the stats of each live consumer}}
+-- late, rejected, health_of(P), {the stats of each live consumer}, expired_duplicates}
 local function stats(keys, args)
   local P = keys[1]
   local now = now_ms()
-  local n = redis.call('HMGET', P .. 'n', 'done', 'requeued', 'duplicates', 'stale', 'late')
+  local n = redis.call('HMGET', P .. 'n', 'done', 'requeued', 'duplicates', 'stale', 'late', 'rejected',
+                       'expired_duplicates')
   for i = 1, #n do n[i] = tonumber(n[i] or '0') end
   local live = redis.call('ZRANGEBYSCORE', P .. 'alive', string.format('(%d', now), '+inf')
   local blobs = {}
@@ -398,14 +515,16 @@ local function stats(keys, args)
     end
   end
   return {redis.call('ZCARD', P .. 'queue'), redis.call('ZCARD', P .. 'delayed'),
-          redis.call('ZCARD', P .. 'leases'), redis.call('HLEN', P .. 'pay') - n[1],
-          n[2], n[3], n[4], n[5], health_of(P), blobs}
+          redis.call('ZCARD', P .. 'leases'), redis.call('HLEN', P .. 'pay') - n[1] - n[6],
+          n[2], n[3], n[4], n[5], n[6], health_of(P), blobs, n[7]}
 end
 
 redis.register_function('rinha_submit', submit)
 redis.register_function('rinha_take', take)
 redis.register_function('rinha_complete', complete)
 redis.register_function('rinha_requeue', requeue)
+redis.register_function('rinha_reject', reject)
+redis.register_function('rinha_revive', revive)
 redis.register_function('rinha_expire', expire)
 redis.register_function('rinha_heartbeat', heartbeat)
 redis.register_function('rinha_claim_poll', claim_poll)

@@ -100,6 +100,44 @@ class RequeueReply(_message.Message):
     requeued: int
     def __init__(self, requeued: _Optional[int] = ...) -> None: ...
 
+class Rejection(_message.Message):
+    __slots__ = ("correlation_id", "processor", "reason", "lease")
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: str
+    processor: str
+    reason: str
+    lease: int
+    def __init__(self, correlation_id: _Optional[str] = ..., processor: _Optional[str] = ..., reason: _Optional[str] = ..., lease: _Optional[int] = ...) -> None: ...
+
+class RejectRequest(_message.Message):
+    __slots__ = ("rejections",)
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
+    def __init__(self, rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+
+class RejectReply(_message.Message):
+    __slots__ = ("rejected",)
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    rejected: int
+    def __init__(self, rejected: _Optional[int] = ...) -> None: ...
+
+class ReviveRequest(_message.Message):
+    __slots__ = ("correlation_id",)
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: str
+    def __init__(self, correlation_id: _Optional[str] = ...) -> None: ...
+
+class ReviveReply(_message.Message):
+    __slots__ = ("revived", "state")
+    REVIVED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    revived: bool
+    state: str
+    def __init__(self, revived: _Optional[bool] = ..., state: _Optional[str] = ...) -> None: ...
+
 class HeartbeatRequest(_message.Message):
     __slots__ = ("consumer", "ttl_ms", "settle_ms", "stats", "leaving")
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
@@ -209,18 +247,22 @@ class LookupRequest(_message.Message):
     def __init__(self, correlation_id: _Optional[str] = ...) -> None: ...
 
 class LookupReply(_message.Message):
-    __slots__ = ("state", "processor", "requested_at_ms", "amount_cents", "attempts")
+    __slots__ = ("state", "processor", "requested_at_ms", "amount_cents", "attempts", "reason", "retention_ms")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     state: str
     processor: str
     requested_at_ms: int
     amount_cents: int
     attempts: int
-    def __init__(self, state: _Optional[str] = ..., processor: _Optional[str] = ..., requested_at_ms: _Optional[int] = ..., amount_cents: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
+    reason: str
+    retention_ms: int
+    def __init__(self, state: _Optional[str] = ..., processor: _Optional[str] = ..., requested_at_ms: _Optional[int] = ..., amount_cents: _Optional[int] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., retention_ms: _Optional[int] = ...) -> None: ...
 
 class ProcessorHealth(_message.Message):
     __slots__ = ("name", "failing", "min_response_time_ms", "checked_at_ms")
@@ -265,7 +307,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues", "late_completions", "consumers", "per_consumer")
+    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues", "late_completions", "consumers", "per_consumer", "rejected", "retention_ms", "expired_duplicates")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -278,6 +320,9 @@ class StatsReply(_message.Message):
     LATE_COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
     CONSUMERS_FIELD_NUMBER: _ClassVar[int]
     PER_CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     queued: int
     delayed: int
     in_flight: int
@@ -290,4 +335,7 @@ class StatsReply(_message.Message):
     late_completions: int
     consumers: int
     per_consumer: _containers.RepeatedCompositeFieldContainer[ConsumerStats]
-    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ..., late_completions: _Optional[int] = ..., consumers: _Optional[int] = ..., per_consumer: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ...) -> None: ...
+    rejected: int
+    retention_ms: int
+    expired_duplicates: int
+    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ..., late_completions: _Optional[int] = ..., consumers: _Optional[int] = ..., per_consumer: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., rejected: _Optional[int] = ..., retention_ms: _Optional[int] = ..., expired_duplicates: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,16 @@ class CacheStub:
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.SerializeToString,
                 response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.FromString,
                 _registered_method=True)
+        self.Reject = channel.unary_unary(
+                '/pipeline.v1.Cache/Reject',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RejectRequest.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RejectReply.FromString,
+                _registered_method=True)
+        self.Revive = channel.unary_unary(
+                '/pipeline.v1.Cache/Revive',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReviveRequest.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReviveReply.FromString,
+                _registered_method=True)
         self.Summary = channel.unary_unary(
                 '/pipeline.v1.Cache/Summary',
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.SummaryRequest.SerializeToString,
@@ -127,6 +137,18 @@ class CacheServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Requeue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revive(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,6 +223,16 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Requeue,
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.FromString,
                     response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.SerializeToString,
+            ),
+            'Reject': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reject,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RejectRequest.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.RejectReply.SerializeToString,
+            ),
+            'Revive': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revive,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReviveRequest.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ReviveReply.SerializeToString,
             ),
             'Summary': grpc.unary_unary_rpc_method_handler(
                     servicer.Summary,
@@ -373,6 +405,60 @@ class Cache:
             '/pipeline.v1.Cache/Requeue',
             services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueRequest.SerializeToString,
             services_dot_common_dot_rpc_dot_pipeline__pb2.RequeueReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/Reject',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.RejectRequest.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.RejectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/Revive',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.ReviveRequest.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.ReviveReply.FromString,
             options,
             channel_credentials,
             insecure,
