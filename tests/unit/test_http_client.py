@@ -13,58 +13,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
+from rawhttp import Script, Server, read_request
 from services.consumer.http import AnswerLost, ConnectFailed, Origin, PoolExhausted, PoolLimits
 
 pytestmark = pytest.mark.both_loops
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return head, await reader.readexactly(length)
-
-
-class Server:
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests: list[tuple[bytes, bytes]] = []
-        self.server: asyncio.Server | None = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.script(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
 
 @pytest_asyncio.fixture
 async def serve() -> AsyncIterator[Callable[[Script], Awaitable[Server]]]:
     started: list[Server] = []
 
     async def start(script: Script) -> Server:
-        server = Server(script)
-        server.server = await asyncio.start_server(server._handle, "127.0.0.1", 0)
+        server = await Server(script).start()
         started.append(server)
         return server
 
     yield start
     for server in started:
-        assert server.server is not None
-        server.server.close()
+        server.close()
 
 
 def keep_answering(answer: bytes) -> Script:

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from rawhttp import Server, read_request
 from services.consumer.processors import (
     Answer, Found, LookupFailed, Outcome, ProcessorClient, Timeouts, classify)
 from standin.app import PROCESSOR, Processor, StandinSettings, build_app
@@ -44,47 +45,32 @@ def raw(data: bytes) -> Reply:
     return reply
 
 
-class Scripted:
+class Scripted(Server):
     """A processor answering by correlationId (POST) or path id (GET), as each test scripts."""
 
     def __init__(self) -> None:
+        super().__init__(self.answer)
         self.replies: dict[str, Reply] = {}
         self.received: list[str] = []
-        self.server: asyncio.Server | None = None
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length)
-                target = head.split(b" ")[1].decode()
-                key = orjson.loads(body)["correlationId"] if body else target
-                self.received.append(key)
-                if not await self.replies[key](writer):
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            target = head.split(b" ")[1].decode()
+            key = orjson.loads(body)["correlationId"] if body else target
+            self.received.append(key)
+            if not await self.replies[key](writer):
+                return
 
 
 @pytest_asyncio.fixture
 async def scripted() -> AsyncIterator[tuple[Scripted, ProcessorClient]]:
     processor = Scripted()
-    processor.server = await asyncio.start_server(processor.handle, "127.0.0.1", 0)
+    await processor.start()
     client = ProcessorClient({"default": processor.url}, FAST, max_connections=4)
     yield processor, client
     await client.close()
-    processor.server.close()
+    processor.close()
 
 
 async def pay(client: ProcessorClient, correlation_id: str) -> Answer:
