@@ -44,6 +44,13 @@ _UNBOUNDED_MS = 2**53
 _BACKSTOP_SECONDS = 0.5
 _LISTEN_SECONDS = 0.2  # how soon the listener sees close()
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
+# Error replies that mean "Redis cannot take writes now", not "this call is
+# wrong": its disk is full or failing (MISCONF: the AOF or an RDB save failed),
+# it is out of memory, a read-only replica, or busy in a long script. The call
+# did not run; the caller retries. (redis-py turns some codes into classes and
+# strips the code from the message; the others keep it.)
+_REFUSED_FOR_NOW = (rexc.OutOfMemoryError, rexc.ReadOnlyError)
+_REFUSED_FOR_NOW_CODES = ("MISCONF", "NOREPLICAS", "BUSY ")
 
 
 def _text(value: bytes | str) -> str:
@@ -100,6 +107,8 @@ class RedisStore:
             try:
                 return await self._redis.fcall(function, 1, self.prefix, *args)
             except rexc.ResponseError as exc:
+                if isinstance(exc, _REFUSED_FOR_NOW) or str(exc).startswith(_REFUSED_FOR_NOW_CODES):
+                    raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 if "Function not found" not in str(exc):
                     raise
                 # A Redis that lost its functions (FUNCTION FLUSH, a new empty
