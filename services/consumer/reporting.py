@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -90,7 +90,8 @@ class Reporter:
         (a repeated completion is ignored, a repeated hand-back or rejection
         names a lease that is no longer current)."""
         ok = True
-        for outbox in (self._completions, self._retries, self._rejections):
+        outboxes: tuple[_Outbox[Any], ...] = (self._completions, self._retries, self._rejections)
+        for outbox in outboxes:
             ok = await self._send(outbox) and ok
         return ok
 
