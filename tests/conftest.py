@@ -4,14 +4,14 @@ filesystems that fill up (``small_disk``)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tools import disks
 
 
 @dataclass(frozen=True)
@@ -26,21 +26,8 @@ class SmallDisk:
         return self.path / "filler"
 
     def fill(self) -> int:
-        """Take every byte left (with a file of its own); returns how many.
-
-        Chunks shrink down to one byte so that nothing is left over, whatever
-        else is writing to the disk at the same time."""
-        taken = 0
-        chunk = 1 << 16
-        with self.filler.open("ab", buffering=0) as filler:
-            while chunk:
-                try:
-                    taken += filler.write(b"\0" * chunk) or 0
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    chunk //= 2
-        return taken
+        """Take every byte left (with a file of its own); returns how many."""
+        return disks.fill(self.filler)
 
     def free(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -55,15 +42,14 @@ class SmallDisk:
 def _mounting(base: Path) -> Iterator[Callable[..., SmallDisk]]:
     """``mount(size="1m")`` mounts a tmpfs of that size under ``base`` and
     returns it; every one is unmounted on the way out. Needs root."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+    why_not = disks.cannot_mount()
+    if why_not:
+        pytest.skip(why_not)
     mounted: list[Path] = []
 
     def mount(size: str = "1m") -> SmallDisk:
         point = base / f"disk-{len(mounted)}"
-        point.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
-                       check=True, capture_output=True)
+        disks.mount_tmpfs(point, size)
         mounted.append(point)
         return SmallDisk(point)
 
@@ -71,10 +57,7 @@ def _mounting(base: Path) -> Iterator[Callable[..., SmallDisk]]:
         yield mount
     finally:
         for point in reversed(mounted):
-            # A process that still holds a file there (a test that failed half-way)
-            # would make a plain umount fail: detach it lazily then.
-            if subprocess.run(["umount", str(point)], capture_output=True).returncode:
-                subprocess.run(["umount", "-l", str(point)], capture_output=True)
+            disks.unmount(point)
 
 
 @pytest.fixture()

@@ -50,19 +50,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 from tools.clients import Backend, Load, Processors, Verdict, verify
+from tools.disks import cannot_mount, fill, tmpfs_mounts
 from tools.stack import STORES, Stack, StackConfig, Supervisor, add_isolation_options, node_name
 
 # Short leases and timeouts so that a killed consumer's payments come back in
@@ -131,48 +131,7 @@ class ChaosOptions:
     switch_processors: tuple[str, ...] = ("default", "fallback")
 
 
-def can_mount() -> str | None:
-    """Why the disk class cannot run here, or None when it can."""
-    if os.geteuid() != 0:
-        return "not root: mounting the small tmpfs disks needs root"
-    return None
-
-
-@contextlib.contextmanager
-def tmpfs_mounts(directories: list[Path], size: str = TMPFS_SIZE) -> Iterator[list[Path]]:
-    """Each directory a fresh tmpfs of ``size`` for as long as the block runs
-    (the stack must start inside it and stop before it ends: umount needs no
-    open files)."""
-    mounted: list[Path] = []
-    try:
-        for directory in directories:
-            directory.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-                           check=True, capture_output=True, text=True)
-            mounted.append(directory)
-        yield mounted
-    finally:
-        for directory in reversed(mounted):
-            done = subprocess.run(["umount", str(directory)], capture_output=True, text=True)
-            if done.returncode != 0:  # something still holds it: detach now, freed when let go
-                subprocess.run(["umount", "-l", str(directory)], capture_output=True, text=True)
-
-
-def fill(directory: Path) -> Path:
-    """Take every free byte of ``directory``'s filesystem with one file (1 MiB
-    writes, then 4 KiB ones for the rest: tmpfs allocates whole pages) and
-    return it; delete it to give the room back."""
-    filler = directory / "chaos-filler"
-    with open(filler, "ab", buffering=0) as file:  # again and again: whatever was freed meanwhile
-        for size in (1 << 20, 1 << 12):
-            block = bytes(size)
-            try:
-                while True:
-                    file.write(block)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-    return filler
+FILLER = "chaos-filler"
 
 
 def disk_dirs(stack: Stack) -> tuple[list[Path], list[Path]]:
@@ -212,7 +171,7 @@ class Chaos:
                  log: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.disk_skipped = can_mount() if disk else "not asked for"
+        self.disk_skipped = cannot_mount() if disk else "not asked for"
         if disk and self.disk_skipped is None:
             config = replace(config, env={**config.env, **DISK_ENV})
         self.config = config
@@ -225,7 +184,7 @@ class Chaos:
         try:
             if self.disk_skipped is None:
                 try:
-                    self._exit.enter_context(tmpfs_mounts(self.spools + self.journals))
+                    self._exit.enter_context(tmpfs_mounts(self.spools + self.journals, TMPFS_SIZE))
                 except (OSError, subprocess.CalledProcessError) as exc:
                     detail = getattr(exc, "stderr", "") or str(exc)
                     self.disk_skipped = f"cannot mount tmpfs: {detail.strip()}"
@@ -355,14 +314,16 @@ class Chaos:
             if not directories:
                 continue
             start = time.monotonic()
-            fillers = [fill(directory) for directory in directories]
+            fillers = [directory / FILLER for directory in directories]
+            for filler in fillers:
+                fill(filler)
             try:
                 if restart:
                     # Stopped, then started once its stop has freed its room and
                     # the filler has taken it: it starts on a disk with none.
                     self.stack.kill(restart, signal.SIGTERM)
-                    for directory in directories:
-                        fill(directory)
+                    for filler in fillers:
+                        fill(filler)
                     self.stack.start_service(restart)
                 # nginx took the stopped api out of rotation for its fail_timeout:
                 # the disk stays full that long beyond the span, or no POST reaches it.
@@ -370,8 +331,8 @@ class Chaos:
                 # Full for the whole span: room the services free meanwhile (an
                 # api deleting a shipped segment) is taken again at once.
                 while time.monotonic() < deadline:
-                    for directory in directories:
-                        fill(directory)
+                    for filler in fillers:
+                        fill(filler)
                     self.watch(min(0.1, max(0.0, deadline - time.monotonic())))
             finally:
                 for filler in fillers:

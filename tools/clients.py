@@ -48,8 +48,10 @@ class Processors:
         """Send the headers of every N-th answer only after ``seconds``: slow headers."""
         self._switch(name, "trickle", {"every": every, "seconds": seconds})
 
-    def _switch(self, name: str, switch: str, body: dict[str, float]) -> None:
-        self.http.put(f"{self.urls[name]}/admin/configurations/{switch}", json=body).raise_for_status()
+    def _switch(self, name: str, switch: str, body: dict[str, float], check: bool = True) -> None:
+        response = self.http.put(f"{self.urls[name]}/admin/configurations/{switch}", json=body)
+        if check:
+            response.raise_for_status()
 
     def reset(self) -> None:
         for name in self.urls:
@@ -58,7 +60,7 @@ class Processors:
                 # Best effort: a processor without the switch (the official
                 # one) has nothing to switch off, and the purge below resets
                 # the stand-in's switches anyway.
-                self.http.put(f"{self.urls[name]}/admin/configurations/{switch}", json={"every": 0})
+                self._switch(name, switch, {"every": 0}, check=False)
             self.http.post(f"{self.urls[name]}/admin/purge-payments").raise_for_status()
 
     def summary(self, name: str, params: dict[str, str] | None = None) -> dict:
@@ -131,6 +133,11 @@ class Outcome:
     well_formed_refusal: bool = False
 
 
+def count_statuses(outcomes: Sequence[Outcome]) -> Counter[str]:
+    """POSTs by status ("none": unanswered)."""
+    return Counter("none" if o.status is None else str(o.status) for o in outcomes)
+
+
 @dataclass(frozen=True)
 class Window:
     """What happened to the POSTs sent during one fault: statuses counted
@@ -144,8 +151,7 @@ class Window:
 
     @classmethod
     def of(cls, outcomes: Sequence[Outcome]) -> Window:
-        statuses = Counter("none" if o.status is None else str(o.status) for o in outcomes)
-        return cls(posts=len(outcomes), statuses=dict(sorted(statuses.items())),
+        return cls(posts=len(outcomes), statuses=dict(sorted(count_statuses(outcomes).items())),
                    max_latency_ms=round(max((o.seconds for o in outcomes), default=0.0) * 1000, 1),
                    bad_503s=sum(1 for o in outcomes if o.status == 503 and not o.well_formed_refusal))
 
@@ -235,7 +241,7 @@ class Load(threading.Thread):
 
     def statuses(self) -> Counter[str]:
         """Every POST's status so far ("none": unanswered)."""
-        return Counter("none" if o.status is None else str(o.status) for o in list(self.outcomes))
+        return count_statuses(list(self.outcomes))
 
 
 @dataclass(frozen=True)

@@ -565,8 +565,6 @@ class Supervisor:
                 self.exits.setdefault(name, 0)
             returncode = proc.poll()
             if returncode is None:
-                if now - self.up_since.get(name, now) >= self.stable_after:
-                    self.failures.pop(name, None)  # it has stayed up: the next exit restarts at once
                 continue
             self.exits[name] = self.exits.get(name, 0) + 1
             self._failed(name, now, f"exited ({describe_exit(returncode)})")
@@ -578,7 +576,7 @@ class Supervisor:
 
     def _failed(self, name: str, now: float, what: str) -> None:
         if now - self.up_since.get(name, now) >= self.stable_after:
-            self.failures.pop(name, None)
+            self.failures.pop(name, None)  # it had stayed up: this exit restarts at once
         failures = self.failures[name] = self.failures.get(name, 0) + 1
         wait = self.delay(failures)
         self.due[name] = now + wait

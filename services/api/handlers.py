@@ -28,6 +28,11 @@ OPENAPI = Path(__file__).with_name("openapi.json")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 16 * 1024
 TOO_LARGE = f"body larger than {MAX_BODY_BYTES} bytes"
+# How long a request may take to arrive once its first bytes have (nginx's
+# client_header_timeout and client_body_timeout): nginx hands over a whole
+# request at once, so only a client other than nginx ever waits on this.
+PARTIAL_REQUEST_TIMEOUT_S = 5.0
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 JSON = "application/json"
 
 
@@ -168,12 +173,12 @@ class Api:
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # aiohttp's router would send this; its low-level server, which we
             # use, does not, and a client that waits for it would wait for ever.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await request.writer.write(CONTINUE)
         # Read at most one byte past the limit (a chunked body has no length to
         # refuse it by up front), within the time nginx gives a body.
         body = bytearray()
         try:
-            async with asyncio.timeout(5.0):
+            async with asyncio.timeout(PARTIAL_REQUEST_TIMEOUT_S):
                 while len(body) <= MAX_BODY_BYTES and (chunk := await request.content.read(MAX_BODY_BYTES + 1)):
                     body += chunk
         except TimeoutError:

@@ -37,14 +37,10 @@ from typing import NamedTuple
 
 import orjson
 
-from services.api.handlers import MAX_BODY_BYTES, TOO_LARGE, Api, Refused
+from services.api.handlers import (CONTINUE, MAX_BODY_BYTES, PARTIAL_REQUEST_TIMEOUT_S, TOO_LARGE, Api,
+                                   Refused)
 
 MAX_HEAD_BYTES = 8 * 1024
-# How long a request may take to arrive once its first bytes have (nginx's
-# client_header_timeout and client_body_timeout): nginx hands over a whole
-# request at once, so only a client other than nginx ever waits on this.
-PARTIAL_REQUEST_TIMEOUT_S = 5.0
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What nginx sends for ``location = /payments`` with ``proxy_pass_request_headers
 # off``: matched in one C call instead of buffering and splitting the head into lines.
 _FROM_NGINX = re.compile(rb"POST /payments HTTP/1\.1\r\nHost: [!-~]*\r\nContent-Length: ([0-9]{1,5})\r\n\r\n")

@@ -24,6 +24,7 @@ is never asked for, so it is an unreadable answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -154,9 +155,9 @@ class Origin:
             handed = None
         else:
             handed = await self._wait(deadline)
-            if handed is not None and not handed.reader.at_eof():
-                return handed
             if handed is not None:
+                if not handed.reader.at_eof():
+                    return handed
                 handed.writer.close()  # dropped while handed over: open another on its slot
         try:
             return await self._connect(min(max(0.0, deadline - time.monotonic()),
@@ -182,10 +183,8 @@ class Origin:
                     self._give_back(handed)
             else:
                 waiter.cancel()
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-                except ValueError:
-                    pass
             if isinstance(exc, TimeoutError):
                 raise PoolExhausted(f"{self._prefix}: all {self._max_connections} connections "
                                     "stayed busy until the deadline") from exc

@@ -109,6 +109,7 @@ class Journal:
         self._unsynced = False  # "always": written, but the fsync failed
         self._failure: OSError | None = None  # why the journal is behind; None: caught up
         self._retry: asyncio.TimerHandle | None = None
+        self._snapshot_size = 0  # the file's size right after the last rewrite
 
     # -- reading ------------------------------------------------------------
     def replay(self) -> Iterator[list[str]]:
@@ -371,7 +372,12 @@ class Journal:
 
     @property
     def needs_compaction(self) -> bool:
-        return self._size > self.compact_bytes
+        """Past ``compact_bytes`` *and* twice the last snapshot. A snapshot of
+        one retention's payments (and of the ledger) may itself be larger than
+        ``compact_bytes``; compacting whenever the journal is past it would then
+        rewrite the whole state every second. Twice the snapshot keeps the
+        journal, and a restart's replay, within a constant factor of the state."""
+        return self._size > max(self.compact_bytes, 2 * self._snapshot_size)
 
     def rewrite(self, snapshot: Iterable[str]) -> None:
         """Replace the journal by ``snapshot`` (lines), atomically.
@@ -402,6 +408,7 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
         self.open()
+        self._snapshot_size = self._size
 
     async def fsync_forever(self, every_seconds: float = 1.0) -> None:
         if self.fsync != "interval":

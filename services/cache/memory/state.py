@@ -160,7 +160,7 @@ class MemoryState:
         meanwhile) or has already recorded is ignored: the ledger never counts
         a payment twice. One whose requestedAt is older than the entry's
         acceptance by more than half the retention was charged in an earlier
-        life of its id (``is_expired_duplicate``): recorded as DONE, not added
+        life of its id (``_is_expired_duplicate``): recorded as DONE, not added
         to the ledger again.
         """
         recorded = ignored = 0
@@ -170,14 +170,14 @@ class MemoryState:
             if entry is None or entry.state is State.DONE or result.processor not in PROCESSORS:
                 ignored += 1
                 continue
-            counted = not self.is_expired_duplicate(entry, result.requested_at_ms)
+            counted = not self._is_expired_duplicate(entry, result.requested_at_ms)
             self._finish(entry, result, completed_at_ms, counted)
             recorded += 1
             if self.journal:
                 self.journal.completed(result, completed_at_ms, counted)
         return recorded, ignored
 
-    def is_expired_duplicate(self, entry: Entry, requested_at_ms: int) -> bool:
+    def _is_expired_duplicate(self, entry: Entry, requested_at_ms: int) -> bool:
         """Did the processor charge this id before this entry was accepted?
 
         An id accepted again after its first life expired is sent again; the
@@ -188,23 +188,17 @@ class MemoryState:
         a retention before it (processed, then kept a retention, then accepted
         again). Half the retention separates the two with the widest margin
         either way."""
-        if self.retention_ms is None or entry.state is State.DONE:
+        if self.retention_ms is None:
             return False
         return requested_at_ms < entry.since_ms - self.retention_ms // 2
 
     def _finish(self, entry: Entry, result: Completed, completed_at_ms: int, counted: bool) -> None:
         """Mark ``entry`` DONE (from whatever state it is in), in the ledger if ``counted``."""
-        if entry.state is not State.LEASED:
+        if entry.state is not State.LEASED:  # rejected too: an earlier attempt landed after all
             self.counters.late_completions += 1
-            if entry.state is State.QUEUED:
-                self._queued -= 1
-            elif entry.state is State.DELAYED:
-                self._delayed -= 1
-            elif entry.state is State.REJECTED:  # an earlier attempt landed after all
-                self._rejected -= 1
-                entry.reason = ""
-        self.leased.pop(entry.correlation_id, None)
+        self._leave(entry)
         entry.state = State.DONE
+        entry.reason = ""
         entry.processor = result.processor
         entry.amount_cents = result.amount_cents
         entry.requested_at_ms = result.requested_at_ms
@@ -269,7 +263,7 @@ class MemoryState:
         entry = self.entries.get(correlation_id)
         if entry is None or entry.state is not State.REJECTED:
             return None if entry is None else entry.state
-        self._rejected -= 1
+        self._leave(entry)
         entry.processor = entry.reason = ""
         entry.check = ()
         entry.attempts += 1  # a new life: reports about the refused lease are stale
@@ -379,10 +373,7 @@ class MemoryState:
             entry = self.entries.get(correlation_id)
             if entry is None or entry.state is State.DONE:
                 continue
-            if entry.state is State.QUEUED:
-                self._queued -= 1
-            elif entry.state is State.DELAYED:
-                self._delayed -= 1
+            self._leave(entry)
             entry.state = State.LEASED  # any stale queue reference is skipped when popped
             entry.lease_until = deadline
             entry.holder = holder
@@ -393,11 +384,7 @@ class MemoryState:
         entry = self.entries.get(correlation_id)
         if entry is None or entry.state in (State.DONE, State.REJECTED):
             return
-        if entry.state is State.QUEUED:
-            self._queued -= 1
-        elif entry.state is State.DELAYED:
-            self._delayed -= 1
-        self.leased.pop(correlation_id, None)
+        self._leave(entry)
         self._park(entry, processor, reason)
 
     def restore_completion(self, result: Completed, completed_at_ms: int, counted: bool,
@@ -437,6 +424,19 @@ class MemoryState:
             entry.attempts = attempts
 
     # -- internals --------------------------------------------------------
+    def _leave(self, entry: Entry) -> None:
+        """Take ``entry`` out of where its current state counts it, before the
+        state changes (a stale queue or heap reference is skipped when popped)."""
+        state = entry.state
+        if state is State.QUEUED:
+            self._queued -= 1
+        elif state is State.DELAYED:
+            self._delayed -= 1
+        elif state is State.REJECTED:
+            self._rejected -= 1
+        elif state is State.LEASED:
+            self.leased.pop(entry.correlation_id, None)
+
     def _park(self, entry: Entry, processor: str, reason: str) -> None:
         entry.state = State.REJECTED  # any stale queue reference is skipped when popped
         entry.processor = processor

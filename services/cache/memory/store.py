@@ -37,9 +37,6 @@ class MemoryStore:
         self.journal = (Journal(journal_path, fsync=fsync, compact_bytes=compact_bytes)
                         if journal_path is not None else None)
         self._fsync_task: asyncio.Task[None] | None = None
-        # The journal's size right after this store last compacted it (0: not
-        # yet; start() compacts too, but a failed one leaves the old journal).
-        self._snapshot_bytes = 0
         self._compact_not_before = 0.0  # after a failed compaction: not every second
 
     async def start(self) -> None:
@@ -47,14 +44,10 @@ class MemoryStore:
         if journal is None:
             return
         replayed = journal.replay_into(self.state)
-        try:
-            journal.rewrite(journal.snapshot(self.state))
-        except OSError as exc:
-            # Disk full: the old journal is whole and stays in use. Starting
-            # anyway beats crash-looping: the cache answers reads, and writes
-            # (UNAVAILABLE until the journal can take them) resume with space.
-            log.error("journal compaction at start-up failed; appending to the old journal",
-                      extra=logs.fields(error=repr(exc)))
+        # On a full disk this fails and the old journal, whole, stays in use:
+        # starting anyway beats crash-looping (reads answer; writes are
+        # UNAVAILABLE until the journal can take them, then resume).
+        self._compact()
         self.state.journal = journal
         self._fsync_task = asyncio.create_task(journal.fsync_forever())
         log.info("journal replayed", extra=logs.fields(records=replayed, queued=self.state.queued,
@@ -131,24 +124,11 @@ class MemoryStore:
         now = time.monotonic()
         expired = self.state.expire_leases(now, self.liveness.lapsed(now))
         self.state.expire_done()
-        if self._should_compact() and now >= self._compact_not_before:
+        journal = self.journal
+        if journal is not None and journal.needs_compaction and now >= self._compact_not_before:
             if not self._compact():
                 self._compact_not_before = now + 30  # a full disk: a temp file a second would not help
         return expired
-
-    def _should_compact(self) -> bool:
-        """Past ``compact_bytes`` *and* twice the last snapshot. A snapshot of
-        one retention's payments (and of the ledger) may itself be larger than
-        ``compact_bytes``; compacting whenever the journal is past it would then
-        rewrite the whole state every second. Twice the snapshot keeps the
-        journal, and a restart's replay, within a constant factor of the state."""
-        journal = self.journal
-        if journal is None or not journal.needs_compaction:
-            return False
-        try:
-            return journal.path.stat().st_size > 2 * self._snapshot_bytes
-        except OSError:  # no journal file (yet): nothing to compact
-            return False
 
     def _compact(self) -> bool:
         """Rewrite the journal as a snapshot; a failure (disk full) is logged,
@@ -157,7 +137,6 @@ class MemoryStore:
         assert journal is not None
         try:
             journal.rewrite(journal.snapshot(self.state))
-            self._snapshot_bytes = journal.path.stat().st_size
         except OSError as exc:
             log.error("journal compaction failed", extra=logs.fields(error=repr(exc)))
             return False

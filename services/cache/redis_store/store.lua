@@ -342,7 +342,6 @@ local function forget_processed(P, now, retention)
                          'LIMIT', 0, EXPIRE_BATCH)
   if #due == 0 then return end
   redis.call('HDEL', P .. 'pay', unpack(due))
-  redis.call('HDEL', P .. 'why', unpack(due))
   redis.call('ZREM', P .. 'done', unpack(due))
   redis.call('HINCRBY', P .. 'n', 'done', -#due)
   redis.call('HINCRBY', P .. 'n', 'forgotten', #due)
