@@ -303,8 +303,11 @@ class Stack:
             if self.redis is not None:
                 env["REDIS_URL"] = self.redis.url
         if service.startswith("api"):
+            env["API_INSTANCE"] = name  # "api1", "n2.api1": unique in /metrics
             env["API_LISTEN"] = f"unix:{self.socket(name)}"
             env["API_SPOOL_DIR"] = str(self.node_dir(node) / "spool" / service)
+        if service == "consumer":
+            env["CONSUMER_INSTANCE"] = name
         env.update(self.config.env)
         env.update(self.config.service_env.get(name, {}))
         env["PYTHONPATH"] = str(REPO)

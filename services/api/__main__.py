@@ -5,11 +5,12 @@ from __future__ import annotations
 from services.common.notls import keep_tls_out
 
 if __name__ == "__main__":  # run as the service, not imported (tests)
-    keep_tls_out()  # before anything imports asyncio or aiohttp
+    # Before anything imports asyncio or aiohttp; prometheus_client imports
+    # ssl for its push and TLS server helpers, which /metrics never uses.
+    keep_tls_out(("uvloop", "prometheus_client.exposition"))
 
 import asyncio
 import contextlib
-import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from services.api.lane import PaymentsLane
 from services.api.shipper import Shipper
 from services.api.spool import Spool
 from services.common import logs, runtime, supervision
-from services.common.config import ConfigError, env_choice, env_int, env_str, load_or_exit
+from services.common.config import env_choice, env_int, env_str, load_or_exit
+from services.common.listen import check_listen, http_site, open_to_all, replace_stale, split_listen
 from services.common.rpc_client import cache_channel, cache_stub
 
 
@@ -30,6 +32,7 @@ from services.common.rpc_client import cache_channel, cache_stub
 class ApiSettings:
     listen: str
     payments_listen: str
+    instance: str
     spool_dir: Path
     cache_address: str
     ack_mode: str
@@ -42,13 +45,15 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls) -> ApiSettings:
-        listen = env_str("API_LISTEN", "unix:/run/rinha/api1.sock")
-        _check_listen("API_LISTEN", listen)
-        payments_listen = env_str("API_PAYMENTS_LISTEN", default_payments_listen(listen))
-        _check_listen("API_PAYMENTS_LISTEN", payments_listen)
+        listen = check_listen("API_LISTEN", env_str("API_LISTEN", "unix:/run/rinha/api1.sock"))
+        payments_listen = check_listen("API_PAYMENTS_LISTEN",
+                                       env_str("API_PAYMENTS_LISTEN", default_payments_listen(listen)))
         return cls(
             listen=listen,
             payments_listen=payments_listen,
+            # Its name in /stats and /metrics: unique in the system (two nodes
+            # both have an "api1": compose and tools/stack.py name them).
+            instance=env_str("API_INSTANCE", default_instance(listen)),
             spool_dir=Path(env_str("API_SPOOL_DIR", "/var/lib/rinha/spool")),
             cache_address=env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock"),
             ack_mode=env_choice("API_ACK_MODE", "spool", ("spool", "cache")),
@@ -63,23 +68,6 @@ class ApiSettings:
         )
 
 
-def split_listen(listen: str) -> str | tuple[str, int]:
-    """``unix:/path`` -> the socket's path; ``host:port`` -> (host, port)."""
-    if listen.startswith("unix:"):
-        return listen.removeprefix("unix:")
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{listen!r} must be unix:/path or host:port, port 1-65535")
-    return host, int(port)
-
-
-def _check_listen(name: str, listen: str) -> None:
-    try:
-        split_listen(listen)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={exc}") from None
-
-
 def default_payments_listen(listen: str) -> str:
     """The payments lane's default address: api1.sock -> api1-payments.sock, port -> port + 1."""
     address = split_listen(listen)
@@ -89,34 +77,19 @@ def default_payments_listen(listen: str) -> str:
     return f"{host}:{port + 1}"
 
 
-def _replace_stale(path: str) -> str:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return path
+def default_instance(listen: str) -> str:
+    """api1.sock -> "api1"; a TCP address stays as it is."""
+    address = split_listen(listen)
+    return Path(address).stem if isinstance(address, str) else listen
 
 
 async def _lane_server(api: Api, listen: str) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     address = split_listen(listen)
     if isinstance(address, str):
-        return await loop.create_unix_server(lambda: PaymentsLane(api), _replace_stale(address))
+        return await loop.create_unix_server(lambda: PaymentsLane(api), replace_stale(address))
     host, port = address
     return await loop.create_server(lambda: PaymentsLane(api), host or "0.0.0.0", port, reuse_address=True)
-
-
-def _site(runner: web.BaseRunner, listen: str) -> web.BaseSite:
-    address = split_listen(listen)
-    if isinstance(address, str):
-        return web.UnixSite(runner, _replace_stale(address))
-    host, port = address
-    return web.TCPSite(runner, host or "0.0.0.0", port, reuse_address=True)
-
-
-def _open_to_nginx(listen: str) -> None:
-    """nginx runs as another user: a unix socket must be writable by all."""
-    address = split_listen(listen)
-    if isinstance(address, str):
-        os.chmod(address, 0o666)
 
 
 async def serve(settings: ApiSettings) -> None:
@@ -129,15 +102,17 @@ async def serve(settings: ApiSettings) -> None:
     api = Api(ApiOptions(ack_mode=settings.ack_mode,
                          ack_timeout_seconds=settings.ack_timeout_ms / 1000,
                          rpc_timeout_seconds=settings.rpc_timeout_ms / 1000,
-                         instance=settings.listen, supervisor_status=settings.supervisor_status),
+                         instance=settings.instance, backlog_limit=settings.max_backlog,
+                         supervisor_status=settings.supervisor_status),
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
+    reporting = asyncio.create_task(api.reporter.run())
     lane = await _lane_server(api, settings.payments_listen)  # up before the main socket appears
-    _open_to_nginx(settings.payments_listen)
+    open_to_all(settings.payments_listen)
     runner = web.ServerRunner(JsonErrorServer(api.handle, access_log=None), handle_signals=False)
     await runner.setup()
-    await _site(runner, settings.listen).start()
-    _open_to_nginx(settings.listen)
+    await http_site(runner, settings.listen).start()
+    open_to_all(settings.listen)
     runtime.settle_after_startup()
     log.info("listening", extra=logs.fields(listen=settings.listen,
                                             payments_listen=settings.payments_listen, replayed=spool.replayed,
@@ -156,6 +131,7 @@ async def serve(settings: ApiSettings) -> None:
                 await asyncio.sleep(0.01)
     log.info("stopped", extra=logs.fields(unshipped=spool.pending))
     shipping.cancel()
+    reporting.cancel()
     spool.close()
     await channel.close()
 

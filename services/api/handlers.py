@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,16 @@ import grpc
 import orjson
 from aiohttp import web
 
+from services.api import dashboard, metrics
+from services.api.reporting import ApiReporter
 from services.api.shipper import Shipper
 from services.api.spool import Spool, SpoolFull, SpoolUnavailable
 from services.common import logs, supervision
+from services.common.metrics import Durations, histogram_json
 from services.common.payment import InvalidPayment, parse_slip
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
-from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
+from services.common.timefmt import InvalidTimestamp, format_ms, now_ms, parse_iso_us
 
 log = logging.getLogger("api")
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -34,6 +38,7 @@ TOO_LARGE = f"body larger than {MAX_BODY_BYTES} bytes"
 PARTIAL_REQUEST_TIMEOUT_S = 5.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 JSON = "application/json"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -62,6 +67,14 @@ def _unknown(correlation_id: str, retention_ms: int) -> str:
     return f"no payment {correlation_id}: never accepted, or processed more than {span} ago (the retention)"
 
 
+def _api_json(api: pb.ApiStats) -> dict[str, object]:
+    return {"instance": api.instance, "answers": {str(k): v for k, v in sorted(api.answers.items())},
+            "seconds": histogram_json(api.seconds), "spoolPending": api.spool_pending,
+            "spoolBytes": api.spool_bytes, "cacheBacklog": api.cache_backlog,
+            "backlogLimit": api.backlog_limit, "cacheConnected": api.cache_connected,
+            "publishedAt": format_ms(api.published_at_ms) if api.published_at_ms else None}
+
+
 def _totals_json(totals: pb.ProcessorTotals) -> dict[str, float | int]:
     return {"totalRequests": totals.total_requests,
             "totalAmount": totals.total_amount_cents / 100}
@@ -82,7 +95,8 @@ class ApiOptions:
     ack_mode: str  # "spool": 202 once spooled; "cache": 202 once the cache acknowledged
     ack_timeout_seconds: float
     rpc_timeout_seconds: float
-    instance: str
+    instance: str  # its name in /stats and /metrics (API_INSTANCE)
+    backlog_limit: int = 0  # API_MAX_BACKLOG, shown beside the backlog
     supervisor_status: str = ""  # the supervisor's restart counts (services/common/supervision.py)
 
 
@@ -98,16 +112,25 @@ class Api:
         self.accepted = 0
         self.rejected = 0  # invalid requests
         self.refused = 0  # valid, but the backlog is full
+        # POST /payments answers by status, and how long each took in here:
+        # kept by both front doors (``answered``), reported to the cache.
+        self.answers: dict[int, int] = {}
+        self.post_seconds = Durations()
+        self.reporter = ApiReporter(stub, self.report)
         self._routes: dict[str, dict[str, Handler]] = {
             "/payments": {"POST": self.post_payment},
             "/payments-summary": {"GET": self.get_summary},
             "/purge-payments": {"POST": self.purge},
             "/stats": {"GET": self.get_stats},
             "/health": {"GET": self.get_health},
+            "/health/live": {"GET": self.get_live},
+            "/health/ready": {"GET": self.get_ready},
+            "/metrics": {"GET": self.get_metrics},
             "/openapi.json": {"GET": self.get_openapi},
         }
         self._lookup: dict[str, Handler] = {"GET": self.get_payment}  # /payments/{id}
         self._requeue: dict[str, Handler] = {"POST": self.requeue_payment}  # /payments/{id}/requeue
+        self._dashboard: dict[str, Handler] = {"GET": self.get_dashboard}  # /dashboard and its files
         self._openapi = OPENAPI.read_bytes() if OPENAPI.exists() else b"{}"
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -115,6 +138,8 @@ class Api:
         if methods is None:
             if request.path.startswith("/payments/"):
                 methods = self._requeue if _payment_path(request.path)[1] else self._lookup
+            elif request.path == "/dashboard" or request.path.startswith("/dashboard/"):
+                methods = self._dashboard
             else:
                 return error(404, f"no such endpoint: {request.path}")
         handler = methods.get(request.method)
@@ -128,6 +153,14 @@ class Api:
         except web.HTTPException as exc:  # aiohttp's own refusals (a body past its limit): JSON too
             return error(exc.status, exc.reason, **{k: v for k, v in exc.headers.items()
                                                     if k.lower() not in ("content-type", "content-length")})
+
+    def answered(self, status: int, started: float | None = None) -> None:
+        """Count one POST /payments answer; ``started`` (``time.perf_counter()``
+        when its bytes were read) also times it."""
+        answers = self.answers
+        answers[status] = answers.get(status, 0) + 1
+        if started is not None:
+            self.post_seconds.observe(time.perf_counter() - started)
 
     def admit(self, body: bytes) -> int:
         """Validate and spool one payment; its spool seq, or ``Refused``.
@@ -167,6 +200,12 @@ class Api:
             pass
 
     async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await self._post_payment(request)
+        self.answered(response.status, started)
+        return response
+
+    async def _post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_BODY_BYTES:
             self.rejected += 1
             return error(413, TOO_LARGE)
@@ -247,8 +286,18 @@ class Api:
             return error(404, f"no payment {correlation_id}")
         return error(409, f"payment {correlation_id} is {reply.state}, not rejected: nothing to requeue")
 
-    async def get_stats(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _system_stats(self) -> pb.StatsReply:
+        """The cache's stats, with this instance's own report fresh (the
+        cache's copy is up to a second old)."""
         reply = await self.stub.Stats(pb.StatsRequest(), timeout=self.options.rpc_timeout_seconds)
+        apis = {api.instance: api for api in reply.apis}
+        apis[self.options.instance] = self.report()
+        del reply.apis[:]
+        reply.apis.extend(sorted(apis.values(), key=lambda api: api.instance))
+        return reply
+
+    async def get_stats(self, request: web.BaseRequest) -> web.StreamResponse:
+        reply = await self._system_stats()
         consumer = reply.consumer
         return json_response({
             "queue": {"pending": reply.queued, "delayed": reply.delayed,
@@ -272,8 +321,16 @@ class Api:
                                     "checkedAt": format_ms(h.checked_at_ms) if h.checked_at_ms else None}
                            for h in consumer.health},
                 "publishedAt": format_ms(consumer.published_at_ms) if consumer.published_at_ms else None,
+                "rejected": consumer.rejected,
+                "unknownFound": consumer.unknown_found,
+                "calls": {calls.processor: {"outcomes": dict(sorted(calls.outcomes.items())),
+                                            "seconds": histogram_json(calls.seconds)}
+                          for calls in consumer.calls},
             },
             "api": self._local_stats(),
+            "apis": [_api_json(api) for api in reply.apis],  # every instance of the system
+            "cache": {"journalBytes": reply.cache.journal_bytes if reply.cache.journal else None,
+                      "fsyncSeconds": histogram_json(reply.cache.fsync_seconds) if reply.cache.journal else None},
             # Restarts by the local supervisor (make run); compose counts its own.
             "restarts": supervision.restarts(self.options.supervisor_status),
         })
@@ -281,8 +338,43 @@ class Api:
     async def get_openapi(self, request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=self._openapi, content_type=JSON)
 
+    async def get_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        reply = await self._system_stats()
+        body = metrics.render(reply, supervision.restarts(self.options.supervisor_status))
+        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TEXT})
+
+    async def get_dashboard(self, request: web.BaseRequest) -> web.StreamResponse:
+        found = dashboard.asset(request.path)
+        if found is None:
+            return error(404, f"no such endpoint: {request.path}")
+        body, content_type = found
+        return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+
     async def get_health(self, request: web.BaseRequest) -> web.StreamResponse:
         return json_response({"status": "ok", **self._local_stats()})
+
+    async def get_live(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Liveness: the event loop answers. Nothing else: a restart would not
+        mend a cache that is down."""
+        return json_response({"status": "live"})
+
+    async def get_ready(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Readiness: the spool can take payments and the cache has been
+        reached at least once (after that, an outage of the cache is the
+        spool's to absorb: the api stays ready)."""
+        if not self.spool.is_open:
+            return json_response({"status": "not ready", "why": "the spool is closed"}, 503)
+        if not self.reporter.reached_cache:
+            return json_response({"status": "not ready", "why": "the cache has not been reached yet"}, 503)
+        return json_response({"status": "ready"})
+
+    def report(self) -> pb.ApiStats:
+        """This instance's figures, as the cache keeps them for every instance."""
+        return pb.ApiStats(instance=self.options.instance, answers=self.answers,
+                           seconds=self.post_seconds.to_pb(), spool_pending=self.spool.pending,
+                           spool_bytes=self.spool.size_bytes, cache_backlog=self.shipper.cache_backlog,
+                           backlog_limit=self.options.backlog_limit,
+                           cache_connected=self.shipper.connected, published_at_ms=now_ms())
 
     def _local_stats(self) -> dict[str, object]:
         return {"instance": self.options.instance, "accepted": self.accepted,

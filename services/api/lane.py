@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from time import perf_counter
 from http import HTTPStatus
 from typing import NamedTuple
 
@@ -189,6 +190,7 @@ class PaymentsLane(asyncio.Protocol):
                     raise BadFraming(413, TOO_LARGE)
             except BadFraming as exc:
                 self._send(http_error(exc.status, str(exc), close=True), keep_alive=False)
+                self.api.answered(exc.status)
                 return
             start = end + 4
             if len(buffer) < start + head.length:
@@ -223,6 +225,7 @@ class PaymentsLane(asyncio.Protocol):
         self._cutoff = None
         if self._transport is not None and self._buffer and not self._waiting:
             self._send(http_error(408, "request not received in time", close=True), keep_alive=False)
+            self.api.answered(408)
 
     def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool) -> None:
         if path != b"/payments":
@@ -238,22 +241,27 @@ class PaymentsLane(asyncio.Protocol):
 
     def _accept(self, body: bytes, keep_alive: bool) -> None:
         """``POST /payments``: admit the body, then answer now or once the cache holds it."""
+        started = perf_counter()
+        api = self.api
         try:
-            seq = self.api.admit(body)
+            seq = api.admit(body)
         except Refused as exc:
             self._send(http_error(exc.status, exc.message, exc.headers, close=not keep_alive), keep_alive)
+            api.answered(exc.status, started)
             return
-        if self.api.waits_for_cache:
+        if api.waits_for_cache:
             self._waiting = True
-            self._answering = asyncio.ensure_future(self._answer_when_acknowledged(seq, keep_alive))
+            self._answering = asyncio.ensure_future(self._answer_when_acknowledged(seq, keep_alive, started))
             return
         self._send(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE, keep_alive)
+        api.answered(202, started)
 
-    async def _answer_when_acknowledged(self, seq: int, keep_alive: bool) -> None:
+    async def _answer_when_acknowledged(self, seq: int, keep_alive: bool, started: float) -> None:
         await self.api.acknowledged(seq)
         self._waiting = False
         if self._transport is not None:
             self._send(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE, keep_alive)
+            self.api.answered(202, started)
             self._serve_buffered()
 
     def _send(self, answer: bytes, keep_alive: bool) -> None:

@@ -232,6 +232,15 @@ class Spool:
     def pending(self) -> int:
         return len(self._unsent) + len(self._sent)
 
+    @property
+    def size_bytes(self) -> int:
+        """The file's reserved size: what the spool takes on disk."""
+        return self._capacity
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
+
     def close(self) -> None:
         """Release the map; an append after this is refused (``SpoolUnavailable``)."""
         self._closed = True

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from services.cache.health import add_health, watch_readiness
 from services.cache.memory import MemoryStore
 from services.cache.memory.journal import FSYNC_POLICIES
 from services.cache.server import CacheService, housekeeping_forever
@@ -110,10 +111,12 @@ async def serve(settings: CacheSettings) -> None:
     await store.start()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store, retention_ms=settings.retention_ms), server)
+    health = add_health(server)
     _remove_stale_socket(settings.address)
     server.add_insecure_port(settings.address)
     await server.start()
     housekeeping = asyncio.create_task(housekeeping_forever(store))
+    readiness = asyncio.create_task(watch_readiness(store, health))
     runtime.settle_after_startup()
     log.info("listening", extra=logs.fields(address=settings.address, store=settings.store))
 
@@ -123,6 +126,8 @@ async def serve(settings: CacheSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    readiness.cancel()
+    await health.enter_graceful_shutdown()  # NOT_SERVING to every probe from now on
     await server.stop(grace=2)
     housekeeping.cancel()
     await store.close()

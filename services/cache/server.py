@@ -12,8 +12,9 @@ from typing import TypeVar
 import grpc
 
 from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, Rejection,
-                                  State, StoreUnavailable, Totals)
+                                  State, StoreStats, StoreUnavailable, Totals)
 from services.common import logs
+from services.common.metrics import added
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 
@@ -26,7 +27,10 @@ MAX_DEQUEUE = 1000
 MAX_WAIT_MS = 5_000
 # Summed over consumers in /stats; the rest (health, routing) is the system's.
 _SUMMED = ("jobs_running", "jobs_done", "jobs_failed", "jobs_timed_out", "pool_size", "retries",
-           "unknown_outcomes", "unknown_settled")
+           "unknown_outcomes", "unknown_settled", "rejected", "unknown_found")
+# An api instance's report is kept this long: ten of its one-second reports,
+# so a busy moment loses none, and a stopped instance leaves /metrics soon.
+API_REPORT_TTL_MS = 10_000
 
 
 def _totals(totals: Totals) -> pb.ProcessorTotals:
@@ -157,6 +161,11 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
     async def Purge(self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext) -> pb.PurgeReply:
         return pb.PurgeReply(purged=await _or_unavailable(self.store.purge(), context))
 
+    async def ReportApi(self, request: pb.ApiStats, context: grpc.aio.ServicerContext) -> pb.ApiReportAck:
+        await _or_unavailable(self.store.report_api(request.instance, request.SerializeToString(),
+                                                    API_REPORT_TTL_MS), context)
+        return pb.ApiReportAck()
+
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         stats, totals = await _or_unavailable(
             asyncio.gather(self.store.stats(), self.store.totals(None, None)), context)
@@ -169,7 +178,15 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
             rejected=stats.rejected, retention_ms=stats.retention_ms,
             expired_duplicates=stats.expired_duplicates,
             consumers=len(consumers), consumer=_sum_consumers(consumers, stats.health),
-            per_consumer=consumers)
+            per_consumer=consumers, apis=[pb.ApiStats.FromString(blob) for blob in stats.apis],
+            cache=_cache_stats(stats))
+
+
+def _cache_stats(stats: StoreStats) -> pb.CacheStats:
+    if stats.journal_bytes is None:
+        return pb.CacheStats(journal=False)
+    fsync = stats.journal_fsync.to_pb() if stats.journal_fsync is not None else None
+    return pb.CacheStats(journal=True, journal_bytes=stats.journal_bytes, fsync_seconds=fsync)
 
 
 def _sum_consumers(consumers: list[pb.ConsumerStats], health: tuple[Health, ...]) -> pb.ConsumerStats:
@@ -180,6 +197,17 @@ def _sum_consumers(consumers: list[pb.ConsumerStats], health: tuple[Health, ...]
             setattr(total, name, getattr(total, name) + getattr(one, name))
         total.routing = total.routing or one.routing
         total.published_at_ms = max(total.published_at_ms, one.published_at_ms)
+    by_processor: dict[str, list[pb.ProcessorCalls]] = {}
+    for one in consumers:
+        for calls in one.calls:
+            by_processor.setdefault(calls.processor, []).append(calls)
+    for processor, calls in sorted(by_processor.items()):
+        outcomes: dict[str, int] = {}
+        for each in calls:
+            for outcome, count in each.outcomes.items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        total.calls.append(pb.ProcessorCalls(processor=processor, outcomes=outcomes,
+                                             seconds=added(each.seconds for each in calls)))
     return total
 
 

@@ -62,6 +62,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.common.metrics import Durations
+
 
 class State(enum.IntEnum):
     QUEUED = 1
@@ -184,6 +186,11 @@ class StoreStats:
     # lookup that finds nothing may be an id processed longer ago than this.
     retention_ms: int = 0
     expired_duplicates: int = 0  # completions of ids charged in an earlier life, not counted again
+    apis: tuple[bytes, ...] = ()  # the last ``report_api`` of each api instance, if current
+    # The memory store's journal (None with another engine): its size, and
+    # how long its fsyncs took.
+    journal_bytes: int | None = None
+    journal_fsync: Durations | None = None
 
 
 class StoreUnavailable(Exception):
@@ -226,6 +233,9 @@ class CacheStore(Protocol):
         many leases came back."""
 
     async def heartbeat(self, beat: Beat) -> Pulse: ...
+
+    async def report_api(self, instance: str, stats: bytes, ttl_ms: int) -> None:
+        """Keep an api instance's figures (opaque) for ``stats`` for ``ttl_ms``."""
 
     async def claim_poll(self, processor: str, token: int, interval_ms: int) -> int:
         """The poller of ``processor`` (``token`` from a ``Pulse``) asks to call

@@ -10,17 +10,20 @@ if __name__ == "__main__":  # run as the service, not imported (tests)
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from dataclasses import dataclass
-
 
 from services.common import logs, runtime
 from services.common.config import (ConfigError, env_choice, env_float, env_int, env_str,
                                     env_url, load_or_exit)
+from services.common.listen import check_listen
 from services.common.payment import PROCESSORS
 from services.common.rpc_client import cache_channel, cache_stub
 from services.consumer.jobs import JobContext, RetryPolicy
 from services.consumer.liveness import Heartbeat
+from services.consumer.probes import Probes
 from services.consumer.processors import ProcessorClient, Timeouts
 from services.consumer.reporting import Reporter
 from services.consumer.routing import STRATEGIES, ProcessorState, Router
@@ -44,6 +47,8 @@ class ConsumerSettings:
     probe_interval_ms: int
     settle_margin_ms: int
     heartbeat_ttl_ms: int
+    instance: str
+    health_listen: str  # "" when off
 
     @classmethod
     def from_env(cls) -> ConsumerSettings:
@@ -78,7 +83,20 @@ class ConsumerSettings:
             # Beats go out every third of it: two may be lost before the
             # consumer is taken for gone.
             heartbeat_ttl_ms=env_int("CONSUMER_HEARTBEAT_TTL_MS", 3_000, minimum=300, maximum=60_000),
+            instance=env_str("CONSUMER_INSTANCE", socket.gethostname()),
+            health_listen=health_listen(),
         )
+
+
+def health_listen() -> str:
+    """CONSUMER_HEALTH_LISTEN; by default a socket beside the cache's (a unix
+    one: /run/rinha/cache.sock -> /run/rinha/consumer-health.sock), none
+    ("off") beside a TCP one."""
+    cache = env_str("CACHE_ADDRESS", "unix:/run/rinha/cache.sock")
+    default = (f"unix:{os.path.dirname(cache.removeprefix('unix:'))}/consumer-health.sock"
+               if cache.startswith("unix:") else "off")
+    listen = env_str("CONSUMER_HEALTH_LISTEN", default)
+    return "" if listen == "off" else check_listen("CONSUMER_HEALTH_LISTEN", listen)
 
 
 async def serve(settings: ConsumerSettings) -> None:
@@ -95,12 +113,16 @@ async def serve(settings: ConsumerSettings) -> None:
     orchestrator = Orchestrator(settings.limits)
     consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
                         poll_wait_ms=settings.poll_wait_ms,
-                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate)
+                        linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate,
+                        instance=settings.instance)
     heartbeat = Heartbeat(stub, client, router, consumer=consumer.id,
                           ttl_seconds=settings.heartbeat_ttl_ms / 1000,
                           settle_seconds=lambda: max(ctx.settle_delay(name) for name in router.states),
                           stats=consumer.stats, poll_interval_seconds=settings.health_interval_seconds)
     background = [asyncio.create_task(reporter.run()), asyncio.create_task(heartbeat.beat_forever())]
+    probes = Probes(router, lambda: heartbeat.accepted)
+    if settings.health_listen:
+        await probes.start(settings.health_listen)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
@@ -122,6 +144,7 @@ async def serve(settings: ConsumerSettings) -> None:
             while reporter.pending and not await reporter.flush():
                 await asyncio.sleep(0.1)
     await heartbeat.leave()
+    await probes.stop()
     log.info("stopped", extra=logs.fields(unreported=reporter.pending))
     await client.close()
     await channel.close()

@@ -33,6 +33,7 @@ class Counters:
     retries: int = 0
     unknown_outcomes: int = 0
     unknown_settled: int = 0
+    unknown_found: int = 0  # of unknown_settled: the processor had it (the rest were resent)
     rejected: int = 0
 
 
@@ -107,6 +108,7 @@ class PaymentJob:
         if found is None:
             return False
         self.ctx.counters.unknown_settled += 1
+        self.ctx.counters.unknown_found += 1
         self._complete(processor, found.requested_at_ms, found.amount_cents)
         return True
 

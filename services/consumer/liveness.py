@@ -43,6 +43,7 @@ class Heartbeat:
         self._stats = stats
         self._poll_interval = poll_interval_seconds
         self._pollers: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self.accepted = False  # the cache has taken a beat (readiness)
 
     def _request(self, leaving: bool = False) -> pb.HeartbeatRequest:
         return pb.HeartbeatRequest(consumer=self._consumer, ttl_ms=int(self._ttl * 1000),
@@ -57,6 +58,7 @@ class Heartbeat:
                 except grpc.aio.AioRpcError as exc:
                     log.warning("heartbeat failed", extra=logs.fields(code=str(exc.code())))
                 else:
+                    self.accepted = True
                     self._apply(reply)
                 await asyncio.sleep(self._ttl / 3)
         finally:

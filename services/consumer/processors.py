@@ -35,10 +35,13 @@ outside it cannot be told from a proxy's, and UNKNOWN only costs a lookup.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 
 import orjson
 
+from services.common.metrics import Durations
+from services.common.rpc import pipeline_pb2 as pb
 from services.common.timefmt import InvalidTimestamp, parse_iso_ms
 from services.consumer.http import AnswerLost, ConnectFailed, HttpError, Origin, PoolLimits, Response
 
@@ -111,6 +114,23 @@ class HealthReport:
     retry_after_seconds: float = 0.0
 
 
+class Calls:
+    """Payment attempts at one processor: how many of each outcome, how long each took."""
+
+    __slots__ = ("outcomes", "seconds")
+
+    def __init__(self) -> None:
+        self.outcomes = {outcome.value: 0 for outcome in Outcome}
+        self.seconds = Durations()
+
+    def record(self, outcome: Outcome, seconds: float) -> None:
+        self.outcomes[outcome.value] += 1
+        self.seconds.observe(seconds)
+
+    def to_pb(self, processor: str) -> pb.ProcessorCalls:
+        return pb.ProcessorCalls(processor=processor, outcomes=self.outcomes, seconds=self.seconds.to_pb())
+
+
 class LookupFailed(Exception):
     """The processor could not tell whether it holds a payment."""
 
@@ -123,6 +143,7 @@ class ProcessorClient:
         limits = PoolLimits(max_connections=max_connections, max_idle=max_connections,
                             connect_seconds=timeouts.connect_seconds)
         self._origins = {name: Origin(url, limits) for name, url in urls.items()}
+        self.calls = {name: Calls() for name in urls}
 
     async def close(self) -> None:
         for origin in self._origins.values():
@@ -130,6 +151,14 @@ class ProcessorClient:
 
     async def pay(self, processor: str, correlation_id: str, amount_cents: int,
                   requested_at: str) -> Answer:
+        """One payment attempt, counted and timed per processor (``calls``)."""
+        started = time.perf_counter()
+        answer = await self._pay(processor, correlation_id, amount_cents, requested_at)
+        self.calls[processor].record(answer.outcome, time.perf_counter() - started)
+        return answer
+
+    async def _pay(self, processor: str, correlation_id: str, amount_cents: int,
+                   requested_at: str) -> Answer:
         body = orjson.dumps({"correlationId": correlation_id, "amount": amount_cents / 100,
                              "requestedAt": requested_at})
         try:

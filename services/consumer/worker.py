@@ -46,7 +46,7 @@ class Pacer:
 class Consumer:
     def __init__(self, stub: pipeline_pb2_grpc.CacheStub, orchestrator: Orchestrator,
                  ctx: JobContext, *, batch_size: int, poll_wait_ms: int,
-                 linger_seconds: float = 0.0, max_rate: float = 0.0) -> None:
+                 linger_seconds: float = 0.0, max_rate: float = 0.0, instance: str = "") -> None:
         self.stub = stub
         self.orch = orchestrator
         self.ctx = ctx
@@ -55,6 +55,7 @@ class Consumer:
         self.linger_seconds = linger_seconds
         self.pacer = Pacer(max_rate)
         self.id = uuid.uuid4().hex  # the leases' holder and heartbeat name, new at every start
+        self.instance = instance or f"consumer-{self.id[:8]}"  # its name in /stats and /metrics
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -105,4 +106,6 @@ class Consumer:
                                        min_response_time_ms=s.min_response_time_ms,
                                        checked_at_ms=s.health_checked_at_ms)
                     for s in self.ctx.router.states.values()],
-            routing=self.ctx.router.strategy, published_at_ms=now_ms())
+            routing=self.ctx.router.strategy, published_at_ms=now_ms(), instance=self.instance,
+            rejected=counters.rejected, unknown_found=counters.unknown_found,
+            calls=[calls.to_pb(name) for name, calls in self.ctx.client.calls.items()])

@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING
 from services.cache.memory.state import Counters
 from services.cache.store import Completed, State, StoreUnavailable, one_line
 from services.common import logs
+from services.common.metrics import Durations
 from services.common.payment import PROCESSORS
 from services.common.timefmt import now_ms
 
@@ -110,6 +111,18 @@ class Journal:
         self._failure: OSError | None = None  # why the journal is behind; None: caught up
         self._retry: asyncio.TimerHandle | None = None
         self._snapshot_size = 0  # the file's size right after the last rewrite
+        self.fsync_seconds = Durations()  # every fsync of the journal (/metrics)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def _fsync(self, fd: int) -> None:
+        """fsync, timed (it may run in a worker thread: a plain observe is enough,
+        the event loop only reads the counts)."""
+        started = time.perf_counter()
+        os.fsync(fd)
+        self.fsync_seconds.observe(time.perf_counter() - started)
 
     # -- reading ------------------------------------------------------------
     def replay(self) -> Iterator[list[str]]:
@@ -325,7 +338,7 @@ class Journal:
                 self._size += written
                 self._dirty = self._unsynced = True
         if self._unsynced and self.fsync == "always":
-            os.fsync(self._fd)
+            self._fsync(self._fd)
         self._unsynced = False
         if self._failure is not None:
             log.warning("journal written again: the cache answers again",
@@ -392,7 +405,7 @@ class Journal:
                 for line in snapshot:
                     target.write(line + "\n")
                 target.flush()
-                os.fsync(target.fileno())
+                self._fsync(target.fileno())
             os.replace(temporary, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -418,7 +431,7 @@ class Journal:
             if self._dirty and self._fd >= 0:
                 self._dirty = False
                 try:
-                    await asyncio.to_thread(os.fsync, self._fd)
+                    await asyncio.to_thread(self._fsync, self._fd)
                 except OSError as exc:  # try again next time; the page cache still holds it
                     self._dirty = True
                     log.warning("journal fsync failed", extra=logs.fields(error=repr(exc)))

@@ -38,6 +38,8 @@ class MemoryStore:
                         if journal_path is not None else None)
         self._fsync_task: asyncio.Task[None] | None = None
         self._compact_not_before = 0.0  # after a failed compaction: not every second
+        # Each api instance's last report: (when it lapses, on the monotonic clock; the report).
+        self._api_reports: dict[str, tuple[float, bytes]] = {}
 
     async def start(self) -> None:
         journal = self.journal
@@ -147,6 +149,16 @@ class MemoryStore:
                                    beat.stats, beat.leaving, time.monotonic())
         return Pulse(leads, self.liveness.known_health())
 
+    async def report_api(self, instance: str, stats: bytes, ttl_ms: int) -> None:
+        self._api_reports[instance] = (time.monotonic() + ttl_ms / 1000, stats)
+
+    def _current_api_reports(self) -> tuple[bytes, ...]:
+        now = time.monotonic()
+        reports = self._api_reports
+        for instance in [name for name, (lapses, _) in reports.items() if lapses <= now]:
+            del reports[instance]
+        return tuple(stats for _, stats in reports.values())
+
     async def claim_poll(self, processor: str, token: int, interval_ms: int) -> int:
         wait = self.liveness.claim_poll(processor, token, interval_ms / 1000, time.monotonic())
         return -1 if wait < 0 else math.ceil(wait * 1000)
@@ -183,4 +195,7 @@ class MemoryStore:
                           late_completions=counters.late_completions, rejected=state.rejected_count,
                           consumers=tuple(h.stats for h in self.liveness.alive(time.monotonic())),
                           health=self.liveness.known_health(), retention_ms=state.retention_ms or 0,
-                          expired_duplicates=counters.expired_duplicates)
+                          expired_duplicates=counters.expired_duplicates,
+                          apis=self._current_api_reports(),
+                          journal_bytes=None if self.journal is None else self.journal.size_bytes,
+                          journal_fsync=None if self.journal is None else self.journal.fsync_seconds)

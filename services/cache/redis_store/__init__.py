@@ -32,6 +32,7 @@ from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse
                                   State, StoreStats, StoreUnavailable, Submitted, Totals, one_line)
 from services.common import logs
 from services.common.payment import PROCESSORS
+from services.common.timefmt import now_ms
 
 log = logging.getLogger("cache.redis")
 
@@ -198,6 +199,28 @@ class RedisStore:
         return Pulse({_text(name): int(token) for name, token in leads},
                      tuple(_health(row) for row in health))
 
+    async def report_api(self, instance: str, stats: bytes, ttl_ms: int) -> None:
+        # A plain hash, no function: each field is when it lapses (epoch ms,
+        # 8 bytes) and then the report. Fronts' clocks differ by far less than
+        # the ten seconds a report lives.
+        lapses = (now_ms() + ttl_ms).to_bytes(8, "big")
+        try:
+            await self._redis.hset(self.prefix + "apistats", instance, lapses + stats)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(repr(exc)) from exc
+
+    async def _current_api_reports(self) -> tuple[bytes, ...]:
+        key = self.prefix + "apistats"
+        try:
+            reports = await self._redis.hgetall(key)
+            now = now_ms()
+            lapsed = [name for name, value in reports.items() if int.from_bytes(value[:8], "big") <= now]
+            if lapsed:
+                await self._redis.hdel(key, *lapsed)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(repr(exc)) from exc
+        return tuple(value[8:] for name, value in reports.items() if name not in lapsed)
+
     async def claim_poll(self, processor: str, token: int, interval_ms: int) -> int:
         return int(await self._call("rinha_claim_poll", processor, token, interval_ms))
 
@@ -234,4 +257,5 @@ class RedisStore:
                           requeued=requeued, duplicates=duplicates, stale_requeues=stale,
                           late_completions=late, rejected=rejected, consumers=tuple(consumers),
                           health=tuple(_health(row) for row in health),
-                          retention_ms=self.retention_ms or 0, expired_duplicates=expired_duplicates)
+                          retention_ms=self.retention_ms or 0, expired_duplicates=expired_duplicates,
+                          apis=await self._current_api_reports())

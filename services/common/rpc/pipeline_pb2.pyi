@@ -277,7 +277,7 @@ class ProcessorHealth(_message.Message):
     def __init__(self, name: _Optional[str] = ..., failing: _Optional[bool] = ..., min_response_time_ms: _Optional[int] = ..., checked_at_ms: _Optional[int] = ...) -> None: ...
 
 class ConsumerStats(_message.Message):
-    __slots__ = ("jobs_running", "jobs_done", "jobs_failed", "jobs_timed_out", "pool_size", "retries", "unknown_outcomes", "unknown_settled", "health", "routing", "published_at_ms")
+    __slots__ = ("jobs_running", "jobs_done", "jobs_failed", "jobs_timed_out", "pool_size", "retries", "unknown_outcomes", "unknown_settled", "health", "routing", "published_at_ms", "instance", "rejected", "unknown_found", "calls")
     JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
     JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +289,10 @@ class ConsumerStats(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FOUND_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
     jobs_running: int
     jobs_done: int
     jobs_failed: int
@@ -300,14 +304,86 @@ class ConsumerStats(_message.Message):
     health: _containers.RepeatedCompositeFieldContainer[ProcessorHealth]
     routing: str
     published_at_ms: int
-    def __init__(self, jobs_running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., jobs_timed_out: _Optional[int] = ..., pool_size: _Optional[int] = ..., retries: _Optional[int] = ..., unknown_outcomes: _Optional[int] = ..., unknown_settled: _Optional[int] = ..., health: _Optional[_Iterable[_Union[ProcessorHealth, _Mapping]]] = ..., routing: _Optional[str] = ..., published_at_ms: _Optional[int] = ...) -> None: ...
+    instance: str
+    rejected: int
+    unknown_found: int
+    calls: _containers.RepeatedCompositeFieldContainer[ProcessorCalls]
+    def __init__(self, jobs_running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., jobs_timed_out: _Optional[int] = ..., pool_size: _Optional[int] = ..., retries: _Optional[int] = ..., unknown_outcomes: _Optional[int] = ..., unknown_settled: _Optional[int] = ..., health: _Optional[_Iterable[_Union[ProcessorHealth, _Mapping]]] = ..., routing: _Optional[str] = ..., published_at_ms: _Optional[int] = ..., instance: _Optional[str] = ..., rejected: _Optional[int] = ..., unknown_found: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[ProcessorCalls, _Mapping]]] = ...) -> None: ...
+
+class Histogram(_message.Message):
+    __slots__ = ("counts", "sum")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum: float
+    def __init__(self, counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ...) -> None: ...
+
+class ProcessorCalls(_message.Message):
+    __slots__ = ("processor", "outcomes", "seconds")
+    class OutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    processor: str
+    outcomes: _containers.ScalarMap[str, int]
+    seconds: Histogram
+    def __init__(self, processor: _Optional[str] = ..., outcomes: _Optional[_Mapping[str, int]] = ..., seconds: _Optional[_Union[Histogram, _Mapping]] = ...) -> None: ...
+
+class ApiStats(_message.Message):
+    __slots__ = ("instance", "answers", "seconds", "spool_pending", "spool_bytes", "cache_backlog", "backlog_limit", "cache_connected", "published_at_ms")
+    class AnswersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_PENDING_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    answers: _containers.ScalarMap[int, int]
+    seconds: Histogram
+    spool_pending: int
+    spool_bytes: int
+    cache_backlog: int
+    backlog_limit: int
+    cache_connected: bool
+    published_at_ms: int
+    def __init__(self, instance: _Optional[str] = ..., answers: _Optional[_Mapping[int, int]] = ..., seconds: _Optional[_Union[Histogram, _Mapping]] = ..., spool_pending: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., cache_backlog: _Optional[int] = ..., backlog_limit: _Optional[int] = ..., cache_connected: _Optional[bool] = ..., published_at_ms: _Optional[int] = ...) -> None: ...
+
+class ApiReportAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("journal", "journal_bytes", "fsync_seconds")
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FSYNC_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    journal: bool
+    journal_bytes: int
+    fsync_seconds: Histogram
+    def __init__(self, journal: _Optional[bool] = ..., journal_bytes: _Optional[int] = ..., fsync_seconds: _Optional[_Union[Histogram, _Mapping]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues", "late_completions", "consumers", "per_consumer", "rejected", "retention_ms", "expired_duplicates")
+    __slots__ = ("queued", "delayed", "in_flight", "default", "fallback", "requeued", "duplicates", "consumer", "stale_requeues", "late_completions", "consumers", "per_consumer", "rejected", "retention_ms", "expired_duplicates", "apis", "cache")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +399,8 @@ class StatsReply(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    APIS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     queued: int
     delayed: int
     in_flight: int
@@ -338,4 +416,6 @@ class StatsReply(_message.Message):
     rejected: int
     retention_ms: int
     expired_duplicates: int
-    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ..., late_completions: _Optional[int] = ..., consumers: _Optional[int] = ..., per_consumer: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., rejected: _Optional[int] = ..., retention_ms: _Optional[int] = ..., expired_duplicates: _Optional[int] = ...) -> None: ...
+    apis: _containers.RepeatedCompositeFieldContainer[ApiStats]
+    cache: CacheStats
+    def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ..., late_completions: _Optional[int] = ..., consumers: _Optional[int] = ..., per_consumer: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., rejected: _Optional[int] = ..., retention_ms: _Optional[int] = ..., expired_duplicates: _Optional[int] = ..., apis: _Optional[_Iterable[_Union[ApiStats, _Mapping]]] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ...) -> None: ...

@@ -104,6 +104,11 @@ class CacheStub:
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthReport.SerializeToString,
                 response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthAck.FromString,
                 _registered_method=True)
+        self.ReportApi = channel.unary_unary(
+                '/pipeline.v1.Cache/ReportApi',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiStats.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiReportAck.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -196,6 +201,13 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportApi(self, request, context):
+        """An api instance's figures, for /stats and /metrics on every instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +280,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.ReportHealth,
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthReport.FromString,
                     response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.HealthAck.SerializeToString,
+            ),
+            'ReportApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportApi,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiStats.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiReportAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -648,6 +665,33 @@ class Cache:
             '/pipeline.v1.Cache/ReportHealth',
             services_dot_common_dot_rpc_dot_pipeline__pb2.HealthReport.SerializeToString,
             services_dot_common_dot_rpc_dot_pipeline__pb2.HealthAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/ReportApi',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.ApiStats.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.ApiReportAck.FromString,
             options,
             channel_credentials,
             insecure,
