@@ -12,9 +12,9 @@ STORE  ?= memory
 NODES  ?= 1
 export RUN_DIR
 
-.PHONY: install nginx redis run cluster stop test unit integration bench drain chaos stubs up down clean
+.PHONY: install nginx redis prometheus browser run cluster stop test unit integration bench drain chaos stubs up down clean
 
-install: $(STAMP) nginx redis
+install: $(STAMP) nginx redis prometheus browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ nginx:
 # redis-server: the shared store of STORE=redis, and the store tests' server.
 redis:
 	$(call apt_install,redis-server,redis-server)
+
+# prometheus and promtool (one package): the Prometheus tests, ops/prometheus/.
+# Without the recommends (node-exporter and its collectors): not needed here.
+prometheus:
+	$(call apt_install,prometheus,--no-install-recommends prometheus)
+
+# chromium: the dashboard's browser test (tests/integration/test_dashboard.py),
+# driven by Playwright; Debian's build, never one downloaded by Playwright.
+browser:
+	$(call apt_install,chromium,chromium)
 
 run: install
 	$(PY) -m tools.stack run --store $(STORE) --nodes $(NODES)

@@ -111,7 +111,7 @@ async def serve(settings: CacheSettings) -> None:
     await store.start()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store, retention_ms=settings.retention_ms), server)
-    health = add_health(server)
+    health = await add_health(server)
     _remove_stale_socket(settings.address)
     server.add_insecure_port(settings.address)
     await server.start()

@@ -24,15 +24,18 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
+async def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    """The health service, known to be alive and not yet ready from the first
+    probe on (an unknown service would be NOT_FOUND)."""
     servicer = health.aio.HealthServicer()
+    await servicer.set("", SERVING)
+    await servicer.set(READINESS, NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return servicer
 
 
 async def watch_readiness(store: CacheStore, servicer: health.aio.HealthServicer,
                           every_seconds: float = 1.0) -> None:
-    await servicer.set("", SERVING)
     ready: bool | None = None
     while True:
         try:
