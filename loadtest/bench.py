@@ -4,6 +4,7 @@ per-service resource table.
 
     python -m loadtest.bench [--max-requests 550] [--runs 3] [--with-floor] [--check]
                              [--store memory|redis] [--interleave memory,redis]
+                             [--scrape] [--interleave memory,memory+scraped]
 
 ``--with-floor`` brackets the runs with floor runs (nginx alone, static
 answers, no Python behind it: what k6, the stand-ins and the machine cost by
@@ -26,6 +27,12 @@ that alternates the two (A B A B ...; ``--runs`` per variant) with the floors
 between them as usual, then prints each variant's medians and the ratio of the
 two variants' median floor ratios; the series is saved as
 ``series-<stamp>.json`` beside the runs' results.
+
+``+scraped`` after a store (``--interleave memory,memory+scraped``), or
+``--scrape`` for plain runs, has a Prometheus-like scraper GET /metrics through
+nginx every ``--scrape-every`` seconds (1) for the whole k6 run: what watching
+the system costs the request path. Each such run's result has ``scrape``
+(scrapes, failures, median and slowest scrape in ms).
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,6 +122,49 @@ def save(result: dict, stamp: str) -> None:
     result_file(stamp).write_text(json.dumps(result, indent=2))
 
 
+class Scraper(threading.Thread):
+    """GET ``url`` every ``every`` seconds until stopped, as Prometheus would."""
+
+    def __init__(self, url: str, every: float) -> None:
+        super().__init__(daemon=True, name="scraper")
+        self.url = url
+        self.every = every
+        self.durations_ms: list[float] = []
+        self.failures = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    response.read()
+                    ok = response.status == 200
+            except OSError:
+                ok = False
+            if ok:
+                self.durations_ms.append(round((time.monotonic() - started) * 1000, 2))
+            else:
+                self.failures += 1
+            self._halt.wait(max(0.0, self.every - (time.monotonic() - started)))
+
+    def stop(self) -> dict:
+        self._halt.set()
+        self.join()
+        durations = self.durations_ms
+        return {"scrapes": len(durations), "failures": self.failures,
+                "median_ms": _median(durations) if durations else None,
+                "max_ms": max(durations) if durations else None}
+
+
+def parse_variant(variant: str) -> tuple[str, bool]:
+    """``memory`` -> ("memory", False); ``redis+scraped`` -> ("redis", True)."""
+    store, plus, extra = variant.partition("+")
+    if store not in STORES or (plus and extra != "scraped"):
+        raise ValueError(f"{variant!r}: a variant is a store ({', '.join(STORES)}), optionally +scraped")
+    return store, bool(plus)
+
+
 def run_once(args: argparse.Namespace, stamp: str) -> dict:
     """One run on a fresh stack: k6's score, with the resources each service used
     added (not written back: the caller ``save``s it once it is complete)."""
@@ -152,9 +204,13 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
            "K6_NO_USAGE_REPORT": "true"}
     with Stack(config) as stack:
         baseline = {name: cgroup.usage() for name, cgroup in stack.cgroups.items() if name in stack.procs}
+        scraper = Scraper(f"{config.base_url}/metrics", args.scrape_every) if args.scrape else None
         started, jiffies = time.monotonic(), machine_jiffies()
+        if scraper is not None:
+            scraper.start()
         subprocess.run([k6_binary(), "run", "--quiet", str(SCRIPT)], env=env, cwd=REPO, check=False)
         wall, steal = time.monotonic() - started, steal_pct(jiffies, machine_jiffies())
+        scraped = scraper.stop() if scraper is not None else None
         resources = {}
         for name, proc in stack.procs.items():
             entry: dict[str, float | int] = {"peak_rss_mb": round(peak_rss_bytes(proc.pid) / 2**20, 1)}
@@ -174,6 +230,8 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
                   stack_peak_rss_mb=round(sum(r["peak_rss_mb"] for r in ours), 1),
                   stack_avg_cores=round(sum(r.get("avg_cores", 0) for r in ours), 3),
                   store=args.store)
+    if scraped is not None:
+        result["scrape"] = scraped
     if any("peak_cgroup_mb" in r for r in ours):
         # Each service's own peak, added up (as for RSS): not the peak of the sum.
         result["stack_peak_cgroup_mb"] = round(sum(r.get("peak_cgroup_mb", 0) for r in ours), 1)
@@ -264,7 +322,7 @@ def print_variants(summaries: dict[str, dict]) -> None:
 def run_floor(args: argparse.Namespace) -> tuple[float, float]:
     """A floor run: its p99 (ms) and the host's steal during it (%)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    result = run_once(argparse.Namespace(**{**vars(args), "floor": True}), stamp)
+    result = run_once(argparse.Namespace(**{**vars(args), "floor": True, "scrape": False}), stamp)
     save(result, stamp)
     print(f"floor: p99 {result['p99_ms']} ms, steal {result['steal_pct']}% -> loadtest/results/result-{stamp}.json")
     return float(result["p99_ms"]), float(result["steal_pct"])
@@ -326,6 +384,8 @@ def main() -> None:
                              "exceeds this %% (0: off)")
     parser.add_argument("--store", choices=STORES,
                         help="memory (default): the single-box stack; redis: one node over a redis-server")
+    parser.add_argument("--scrape", action="store_true", help="GET /metrics every --scrape-every s during each run")
+    parser.add_argument("--scrape-every", type=float, default=1.0, metavar="SECONDS")
     parser.add_argument("--interleave", metavar="A,B",
                         help="alternate two stores in one series (e.g. memory,redis), --runs of each")
     parser.add_argument("--port", type=int, default=9999)
@@ -338,10 +398,15 @@ def main() -> None:
     variants = [args.store or "memory"]
     if args.interleave:
         variants = [v.strip() for v in args.interleave.split(",")]
-        if len(variants) != 2 or len(set(variants)) != 2 or not set(variants) <= set(STORES):
-            parser.error(f"--interleave takes two different stores of {', '.join(STORES)}: A,B")
-        if args.store or args.floor:
-            parser.error("--interleave sets the store of each run: no --store or --floor with it")
+        try:
+            for variant in variants:
+                parse_variant(variant)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if len(variants) != 2 or len(set(variants)) != 2:
+            parser.error("--interleave takes two different variants: A,B (e.g. memory,redis or memory,memory+scraped)")
+        if args.store or args.floor or args.scrape:
+            parser.error("--interleave sets the store and scraping of each run: no --store, --floor or --scrape with it")
     args.store = args.store or "memory"
     if args.limits and not cgroups_available():
         print("cgroup v1 is not writable here: running without limits", file=sys.stderr)
@@ -353,9 +418,10 @@ def main() -> None:
     plan = interleave_plan(variants, args.runs)
     stamps = []
     floors = [run_floor(args)] if bracket else []
-    for run, store in enumerate(plan):
+    for run, variant in enumerate(plan):
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        result = run_once(argparse.Namespace(**{**vars(args), "store": store}), stamp)
+        store, scrape = parse_variant(variant) if args.interleave else (args.store, args.scrape)
+        result = run_once(argparse.Namespace(**{**vars(args), "store": store, "scrape": scrape}), stamp)
         ratio = ""
         if bracket:
             floors.append(run_floor(args))
@@ -368,7 +434,10 @@ def main() -> None:
         results.append(result)
         stamps.append(stamp)
         print_resources(result)
-        label = f"run {run + 1}/{len(plan)} [{store}]" if args.interleave else f"run {run + 1}/{args.runs}"
+        label = f"run {run + 1}/{len(plan)} [{variant}]" if args.interleave else f"run {run + 1}/{args.runs}"
+        if "scrape" in result:
+            label += (f" (scraped {result['scrape']['scrapes']}x, {result['scrape']['failures']} failed, "
+                      f"median {result['scrape']['median_ms']} ms, slowest {result['scrape']['max_ms']} ms)")
         print(f"{label}: net {result['net']}, p99 {result['p99_ms']} ms{ratio}, "
               f"lag {result['lag']}, inconsistencies {result['inconsistencies']}, steal {result['steal_pct']}% "
               f"-> loadtest/results/result-{stamp}.json")

@@ -1,7 +1,13 @@
 """The benchmark's verdicts: a run's p99 against the floors beside it."""
 
-from loadtest.bench import (cpu_jiffies, floor_ratio, interleave_plan, series_floor_ratios, steal_pct, variant_summary,
-                            variants_ratio, violations)
+import http.server
+import threading
+import time
+
+import pytest
+
+from loadtest.bench import (Scraper, cpu_jiffies, floor_ratio, interleave_plan, parse_variant, series_floor_ratios,
+                            steal_pct, variant_summary, variants_ratio, violations)
 
 CLEAN = {"inconsistencies": 0, "lag": 0, "failed_posts": 0, "default_share": 1.0}
 
@@ -91,3 +97,39 @@ def test_the_comparison_is_the_second_variants_median_floor_ratio_over_the_first
     memory = variant_summary([run(1.2, 1.7), run(1.3, 1.8), run(1.1, 1.6)])
     redis = variant_summary([run(1.8, 3.4), run(1.9, 3.6), run(1.7, 3.2)])
     assert variants_ratio(memory, redis) == {"median_p99_ratio": 1.5, "median_floor_ratio_ratio": 2.0}
+
+
+def test_a_variant_is_a_store_optionally_scraped() -> None:
+    assert parse_variant("memory") == ("memory", False)
+    assert parse_variant("redis+scraped") == ("redis", True)
+    for wrong in ("mongo", "memory+", "memory+watched"):
+        with pytest.raises(ValueError):
+            parse_variant(wrong)
+
+
+def test_the_scraper_gets_the_url_every_interval_and_counts_failures() -> None:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            hits.append(self.path)
+            self.send_response(200 if len(hits) % 2 else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        scraper = Scraper(f"http://127.0.0.1:{server.server_port}/metrics", every=0.05)
+        scraper.start()
+        time.sleep(0.5)
+        figures = scraper.stop()
+    finally:
+        server.shutdown()
+    assert set(hits) == {"/metrics"}
+    assert 4 <= len(hits) <= 11  # every 50 ms for 0.5 s, not as fast as it can
+    assert figures["scrapes"] + figures["failures"] == len(hits)
+    assert figures["failures"] == len(hits) // 2  # every second answer was a 503
+    assert figures["median_ms"] is not None and figures["max_ms"] >= figures["median_ms"]

@@ -1,7 +1,7 @@
 """ops/prometheus/: the scrape config and the rules, checked by Debian's
 promtool (``promtool check config``, ``check rules``, ``test rules`` over the
 synthetic series of rules_test.yml), and every metric the rules name is one
-/metrics exports (services/api/metrics.py) and the shared design lists.
+/metrics exports (services/api/metrics.py) and the README lists.
 
 promtool comes with the ``prometheus`` package (``make prometheus``, part of
 ``make install``); where it cannot be installed these tests skip, except in CI
@@ -25,30 +25,14 @@ from tools.prometheus_server import CONFIG, RULES, PrometheusNotInstalled, promt
 OPS = CONFIG.parent
 RULES_TEST = OPS / "rules_test.yml"
 
-# The names of issue 18's design (README, "Metrics"): what /metrics exports,
-# as Prometheus stores it (counters with _total, histograms as _bucket,
-# _count and _sum).
-COUNTERS = (
-    "rinha_payments_processed_total", "rinha_payments_processed_amount_total",
-    "rinha_queue_requeues_total", "rinha_queue_stale_requeues_total", "rinha_queue_duplicates_total",
-    "rinha_queue_late_completions_total", "rinha_queue_expired_duplicates_total",
-    "rinha_service_restarts_total", "rinha_api_payments_total",
-    "rinha_consumer_jobs_total", "rinha_consumer_retries_total", "rinha_consumer_rejected_total",
-    "rinha_consumer_unknown_outcomes_total", "rinha_consumer_unknown_outcomes_settled_total",
-    "rinha_processor_requests_total",
-)
-GAUGES = (
-    "rinha_queue_payments", "rinha_consumers_alive", "rinha_retention_seconds",
-    "rinha_processor_failing", "rinha_processor_min_response_time_seconds",
-    "rinha_processor_health_checked_timestamp_seconds", "rinha_cache_journal_bytes",
-    "rinha_api_spool_pending_payments", "rinha_api_spool_bytes", "rinha_api_cache_backlog_payments",
-    "rinha_api_backlog_limit_payments", "rinha_api_cache_connected",
-    "rinha_consumer_workers", "rinha_consumer_jobs_running",
-)
-HISTOGRAMS = (
-    "rinha_cache_journal_fsync_seconds", "rinha_api_payment_request_duration_seconds",
-    "rinha_processor_request_duration_seconds",
-)
+# The metrics the README lists ("Operating it", a table of name and type):
+# what /metrics exports, as Prometheus stores it (counters with _total,
+# histograms as _bucket, _count and _sum).
+README = Path(__file__).resolve().parents[2] / "README.md"
+LISTED = dict(re.findall(r"^\| `(rinha_[a-z_]+)` \| (counter|gauge|histogram) \|", README.read_text(), re.M))
+COUNTERS = tuple(name for name, kind in LISTED.items() if kind == "counter")
+GAUGES = tuple(name for name, kind in LISTED.items() if kind == "gauge")
+HISTOGRAMS = tuple(name for name, kind in LISTED.items() if kind == "histogram")
 # Prometheus' own series the rules may use.
 PROMETHEUS_SERIES = {"up"}
 
