@@ -186,3 +186,22 @@ def test_each_processor_is_polled_at_most_once_per_interval_by_the_whole_cluster
         gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
         assert len(calls) >= 3, f"{name}: {len(calls)} health calls in 17 s; the poller should make 3 or more"
         assert min(gaps) >= HEALTH_INTERVAL_MS, f"{name}: calls {gaps} ms apart"
+
+
+def test_every_node_answers_metrics_and_stats_for_the_whole_cluster(fresh: None, cluster: Stack,
+                                                                    nodes: list[Backend]) -> None:
+    """Each api's report lives in Redis, so either node's /metrics and /stats
+    name all four apis and both consumers, the other node's included."""
+    apis = {"api1", "api2", "n2.api1", "n2.api2"}
+    consumers = {"consumer", "n2.consumer"}
+    for node in nodes:
+        def complete() -> bool:
+            stats = node.stats()
+            return ({api["instance"] for api in stats["apis"]} == apis
+                    and stats["consumer"]["alive"] == len(consumers))
+        wait_for(complete, 10, f"{node.http.base_url}/stats to list every api")
+        text = node.http.get("/metrics").text
+        for instance in apis:
+            assert f'rinha_api_spool_bytes{{instance="{instance}"}}' in text, instance
+        for instance in consumers:
+            assert f'rinha_consumer_workers{{instance="{instance}"}}' in text, instance
