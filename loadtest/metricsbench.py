@@ -75,7 +75,7 @@ def snapshot() -> pb.StatsReply:
         cache=pb.CacheStats(journal=True, journal_bytes=1 << 20, fsync_seconds=histogram))
 
 
-def ns_per_call(call: Callable[[], None], calls: int) -> float:
+def ns_per_call(call: Callable[[], object], calls: int) -> float:
     started = time.perf_counter_ns()
     for _ in range(calls):
         call()

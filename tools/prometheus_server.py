@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tools import processes
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "ops" / "prometheus" / "prometheus.yml"
 RULES = REPO / "ops" / "prometheus" / "rules.yml"
@@ -226,13 +228,7 @@ class PrometheusServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, grace_seconds=15)
         self.proc = None
         self.pidfile.unlink(missing_ok=True)
 

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tools import processes
+
 APPENDFSYNC_POLICIES = ("everysec", "always", "no")
 
 
@@ -94,13 +96,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, grace_seconds=10)
         self.proc = None
 
     def __enter__(self) -> RedisServer:

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.cache.health import READINESS
 from services.common.probe import grpc_serving, http_status
+from tools import processes
 from tools.clients import Backend, Processors, wait_for
 from tools.redis_server import RedisServer
 from tools.stack import REPO, Stack
@@ -116,13 +117,7 @@ def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(proc)
 
 
 def _ready_json(listen: str) -> tuple[int, str]:

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -212,7 +212,8 @@ class RedisStore:
     async def _current_api_reports(self) -> tuple[bytes, ...]:
         key = self.prefix + "apistats"
         try:
-            reports = await self._redis.hgetall(key)
+            # Bytes in, bytes out: the client does not decode responses.
+            reports = cast(dict[bytes, bytes], await self._redis.hgetall(key))
             now = now_ms()
             lapsed = [name for name, value in reports.items() if int.from_bytes(value[:8], "big") <= now]
             if lapsed:
