@@ -12,7 +12,7 @@ STORE  ?= memory
 NODES  ?= 1
 export RUN_DIR
 
-.PHONY: install nginx redis prometheus browser run cluster stop test unit integration bench drain chaos stubs up down clean
+.PHONY: install nginx redis prometheus browser run cluster stop test unit integration bench drain chaos stubs up down compose-test clean
 
 install: $(STAMP) nginx redis prometheus browser
 
@@ -88,6 +88,13 @@ up:
 
 down:
 	docker compose down -v
+
+# `docker compose up` for real, for every compose file (CI runs it after
+# `make test`): Debian's docker.io and docker-compose, base images built from
+# a debootstrapped bookworm, the stand-ins as containers, load, one SIGKILL,
+# health, OOM and memory checks, then down -v (tools/compose_check.py; root).
+compose-test: $(STAMP)
+	$(PY) -m tools.compose_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

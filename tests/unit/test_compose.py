@@ -111,3 +111,94 @@ def test_every_service_restarts_unless_stopped(compose: dict) -> None:
     assert compose["services"]
     for name, service in compose["services"].items():
         assert service.get("restart") == "unless-stopped", name
+
+
+# ---- health, start order and stopping (issue 18) --------------------------------
+
+ROLES = {"nginx": "nginx", "api1": "api", "api2": "api", "cache": "cache", "consumer": "consumer"}
+
+
+def test_every_service_has_a_healthcheck_and_waits_for_what_it_needs(compose: dict) -> None:
+    """The cache first, then the apis and the consumer once it is healthy,
+    then nginx once both apis are: compose starts them in that order (and
+    stops them in the reverse)."""
+    services = compose["services"]
+    assert set(services) == set(ROLES)
+    for name, service in services.items():
+        check = service["healthcheck"]
+        assert check["test"][0] in ("CMD", "CMD-SHELL") and not check.get("disable"), name
+        assert "start_interval" not in check, f"{name}: docker-compose 1.29 (make compose-test) rejects it"
+    wanted = {"nginx": {"api1", "api2"}, "api1": {"cache"}, "api2": {"cache"}, "consumer": {"cache"}, "cache": set()}
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        assert set(depends) == wanted[name], name
+        assert all(spec == {"condition": "service_healthy"} for spec in depends.values()), name
+
+
+def test_the_checks_are_the_scaled_out_files_checks(compose: dict) -> None:
+    """Same role, same healthcheck as docker-compose.redis.yml, whose tests run
+    them against stand-in servers (test_compose_redis.py)."""
+    scaled = yaml.safe_load((REPO / "docker-compose.redis.yml").read_text())["services"]
+    for name, service in compose["services"].items():
+        twin = scaled[f"node1-{name}"]
+        assert service["healthcheck"] == twin["healthcheck"], name
+        if ROLES[name] == "consumer":
+            assert service["environment"]["CONSUMER_HEALTH_LISTEN"] == twin["environment"]["CONSUMER_HEALTH_LISTEN"]
+
+
+def test_grace_periods_match_the_drain_times(compose: dict) -> None:
+    """SIGTERM to SIGKILL: an api ships its spool to the cache, the cache
+    flushes its journal, the consumer ends or hands back its jobs (each within
+    its 30 s job timeout), nginx closes its connections."""
+    grace = {name: service["stop_grace_period"] for name, service in compose["services"].items()}
+    assert grace == {"nginx": "5s", "api1": "15s", "api2": "15s", "cache": "10s", "consumer": "40s"}
+
+
+# ---- what make compose-test brings up (tools/compose_check.py) ----------------------
+
+def test_every_public_image_has_a_local_stand_in_for_make_compose_test() -> None:
+    """No registry is reachable in CI: each image the Dockerfile or a compose
+    file names is built from tools/images/ by the compose test."""
+    from tools.compose_check import IMAGES, STAND_IN_IMAGES, compose_files, needed_images
+
+    assert {path.name for path in compose_files()} >= {"docker-compose.yml", "docker-compose.redis.yml"}
+    assert needed_images(compose_files()) <= set(STAND_IN_IMAGES)
+    for directory in STAND_IN_IMAGES.values():
+        assert (IMAGES / directory / "Dockerfile").is_file(), directory
+
+
+def test_the_test_override_touches_only_the_build_network_and_nofile(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production files are brought up as they are; the generated override
+    only builds on the host's network and lowers nginx's nofile limit to what
+    the machine's dockerd may grant."""
+    from tools import compose_check
+
+    monkeypatch.setattr(compose_check, "WORK", tmp_path)
+    monkeypatch.setattr(compose_check, "nofile_hard_limit", lambda: 20000)
+    for path in compose_check.compose_files():
+        stack = compose_check.Stack(path)
+        stack.write_override()
+        override = yaml.safe_load(stack.override.read_text())["services"]
+        for name, service in override.items():
+            assert set(service) <= {"build", "ulimits"}, name
+            if "build" in service:
+                assert service["build"] == {"context": str(REPO), "network": "host"}, name
+            if "ulimits" in service:
+                assert service["ulimits"] == {"nofile": {"soft": 20000, "hard": 20000}}, name
+                assert stack.services[name]["image"].startswith("nginx:"), name
+        built = {name for name, service in stack.services.items() if "build" in service}
+        assert {name for name, service in override.items() if "build" in service} == built
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.redis.yml"])
+def test_every_api_and_consumer_has_a_name_of_its_own_in_metrics(name: str) -> None:
+    """Reports are kept per instance name (in Redis for a cluster): two apis
+    under one name would overwrite each other's counters, which Prometheus
+    would read as restarts."""
+    services = yaml.safe_load((REPO / name).read_text())["services"]
+    names = [service["environment"][variable] for service in services.values()
+             for variable in ("API_INSTANCE", "CONSUMER_INSTANCE") if variable in service.get("environment", {})]
+    expected = [key for key, service in services.items()
+                if service.get("command", [""])[-1] in ("services.api", "services.consumer")]
+    assert len(names) == len(expected) and len(set(names)) == len(names), names

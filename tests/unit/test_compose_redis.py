@@ -1,8 +1,8 @@
 """The scaled-out deployment, docker-compose.redis.yml: nodes (nginx, two apis,
 a cache front, a consumer) over one shared Redis. Checked as the structure
 compose acts on, read with the services' own settings parsers, and with the
-healthcheck one-liners run against stand-in servers (no Docker engine runs
-here)."""
+healthchecks (the probe CLI) run against stand-in servers (no Docker engine runs
+here; make compose-test brings the file up for real)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.api.__main__ import ApiSettings, default_payments_listen
 from services.cache.__main__ import CacheSettings
-from services.common.rpc import pipeline_pb2 as pb
-from services.common.rpc import pipeline_pb2_grpc as rpc
+from services.cache.health import READINESS
 from services.consumer.__main__ import ConsumerSettings
 from services.orch import Limits
 from tools.cgroups import compose_limits
@@ -276,7 +276,7 @@ def test_each_node_has_a_sockets_volume_of_its_own(compose: dict, services: dict
         assert is_named(volume) and volume in compose["volumes"], volume
         assert owners.setdefault(volume, node) == node, f"{volume} shared by {owners[volume]} and {node}"
         for name in members:  # every unix address a node's service uses is on that volume
-            for key in ("CACHE_ADDRESS", "API_LISTEN", "API_PAYMENTS_LISTEN"):
+            for key in ("CACHE_ADDRESS", "API_LISTEN", "API_PAYMENTS_LISTEN", "CONSUMER_HEALTH_LISTEN"):
                 address = environment(services[name]).get(key)
                 if address is not None:
                     assert address.startswith(f"unix:{SOCKETS}/"), (name, key, address)
@@ -396,25 +396,26 @@ def sockets_dir() -> Iterator[Path]:
         yield Path(directory)
 
 
-def run_check(service: dict, sockets_dir: Path, replace: dict[str, str] | None = None) -> int:
-    """The service's `python -c` healthcheck, with its environment and
-    /run/rinha moved to ``sockets_dir``."""
-    test = service["healthcheck"]["test"]
-    assert test[:3] == ["CMD", "python", "-c"], test
-    code = test[3]
-    for old, new in (replace or {}).items():
-        assert old in code
-        code = code.replace(old, new)
+def run_check(service: dict, sockets_dir: Path) -> int:
+    """The service's CMD-SHELL healthcheck, run by sh as Docker runs it (after
+    compose's ``$$`` -> ``$``), with the service's environment, /run/rinha
+    moved to ``sockets_dir`` and this interpreter's ``python`` first on PATH."""
+    kind, command = service["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and command.startswith("python -m services.common.probe "), command
     env = {key: value.replace(SOCKETS, str(sockets_dir)) for key, value in environment(service).items()}
-    env["PATH"] = os.environ.get("PATH", "")
-    return subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(["sh", "-c", interpolate(command, {})], env=env, cwd=REPO,
                           capture_output=True, timeout=30).returncode
 
 
 @contextmanager
-def http_on_unix_socket(path: Path, status: int) -> Iterator[None]:
+def http_on_unix_socket(path: Path, status: int, paths: list[str] | None = None) -> Iterator[None]:
+    """Answers every request with ``status``; ``paths`` collects what was asked."""
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
+            request_line = self.rfile.readline().decode()
+            if paths is not None:
+                paths.append(request_line.split()[1])
             while self.rfile.readline() not in (b"\r\n", b""):
                 pass
             self.wfile.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}" % status)
@@ -427,58 +428,66 @@ def http_on_unix_socket(path: Path, status: int) -> Iterator[None]:
     finally:
         server.shutdown()
         server.server_close()
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
-def cache_on_unix_socket(path: Path, redis_reachable: bool) -> Iterator[None]:
-    class Cache(rpc.CacheServicer):
-        def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsReply:
-            if not redis_reachable:  # what the real front answers when the store fails
-                context.abort(grpc.StatusCode.UNAVAILABLE, "store unavailable")
-            return pb.StatsReply(queued=1)
-
+def health_service_on_unix_socket(path: Path, statuses: dict[str, int]) -> Iterator[None]:
+    """grpc.health.v1 as the cache serves it, with the given statuses."""
+    servicer = health.HealthServicer()
+    for service, status in statuses.items():
+        servicer.set(service, status)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    rpc.add_CacheServicer_to_server(Cache(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     server.add_insecure_port(f"unix:{path}")
     server.start()
     try:
         yield
     finally:
         server.stop(0)
+        path.unlink(missing_ok=True)
 
 
-def test_the_api_check_is_a_200_from_get_health_on_its_socket(services: dict, sockets_dir: Path) -> None:
+def check_http_readiness(service: dict, name: str, listen_key: str, sockets_dir: Path) -> None:
+    """Unhealthy with nothing listening, healthy on a 200 to GET
+    /health/ready at the service's own socket, unhealthy on a 503."""
+    socket_path = sockets_dir / Path(environment(service)[listen_key].removeprefix("unix:")).name
+    assert run_check(service, sockets_dir) != 0, f"{name}: healthy with nothing listening"
+    asked: list[str] = []
+    with http_on_unix_socket(socket_path, 200, asked):
+        assert run_check(service, sockets_dir) == 0, name
+    assert asked == ["/health/ready"], (name, asked)
+    with http_on_unix_socket(socket_path, 503):
+        assert run_check(service, sockets_dir) != 0, f"{name}: healthy on a 503"
+
+
+def test_the_api_check_is_its_readiness(services: dict, sockets_dir: Path) -> None:
     for name, api in of_role(services, "api").items():
-        socket_path = sockets_dir / Path(environment(api)["API_LISTEN"]).name
-        assert run_check(api, sockets_dir) != 0, f"{name}: healthy with nothing listening"
-        with http_on_unix_socket(socket_path, 200):
-            assert run_check(api, sockets_dir) == 0, name
-        socket_path.unlink()
-        with http_on_unix_socket(socket_path, 503):
-            assert run_check(api, sockets_dir) != 0, name
-        socket_path.unlink()
+        check_http_readiness(api, name, "API_LISTEN", sockets_dir)
 
 
-def test_the_cache_check_is_a_stats_call_that_reaches_the_store(services: dict, sockets_dir: Path) -> None:
+def test_the_consumer_check_is_its_readiness_on_its_health_socket(services: dict, sockets_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, consumer in of_role(services, "consumer").items():
+        with service_env(monkeypatch, environment(consumer)):
+            listen = ConsumerSettings.from_env().health_listen
+        assert listen == environment(consumer)["CONSUMER_HEALTH_LISTEN"], name  # where it really serves
+        check_http_readiness(consumer, name, "CONSUMER_HEALTH_LISTEN", sockets_dir)
+
+
+def test_the_cache_check_is_its_grpc_readiness(services: dict, sockets_dir: Path) -> None:
+    """SERVING for "pipeline.v1.Cache" (the store answers), not merely for
+    the server as a whole: a front whose Redis is unreachable is unhealthy."""
     name, front = next(iter(of_role(services, "cache").items()))
     assert all(f["healthcheck"]["test"] == front["healthcheck"]["test"]
                for f in of_role(services, "cache").values())
     socket_path = sockets_dir / Path(environment(front)["CACHE_ADDRESS"].removeprefix("unix:")).name
     assert run_check(front, sockets_dir) != 0, f"{name}: healthy with nothing listening"
-    with cache_on_unix_socket(socket_path, redis_reachable=True):
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    with health_service_on_unix_socket(socket_path, {"": serving, READINESS: serving}):
         assert run_check(front, sockets_dir) == 0, name
-    socket_path.unlink(missing_ok=True)
-    with cache_on_unix_socket(socket_path, redis_reachable=False):
-        assert run_check(front, sockets_dir) != 0, f"{name}: healthy while its store is unreachable"
-
-
-def test_the_consumer_check_looks_at_pid_1(services: dict, sockets_dir: Path) -> None:
-    cmdline = sockets_dir / "cmdline"
-    for name, consumer in of_role(services, "consumer").items():
-        cmdline.write_bytes(b"python\0-m\0services.consumer\0")
-        assert run_check(consumer, sockets_dir, {"/proc/1/cmdline": str(cmdline)}) == 0, name
-        cmdline.write_bytes(b"python\0-m\0services.api\0")
-        assert run_check(consumer, sockets_dir, {"/proc/1/cmdline": str(cmdline)}) != 0, name
+    with health_service_on_unix_socket(socket_path, {"": serving, READINESS: not_serving}):
+        assert run_check(front, sockets_dir) != 0, f"{name}: healthy while its store does not answer"
 
 
 def test_every_service_restarts_unless_stopped(services: dict[str, dict]) -> None:
