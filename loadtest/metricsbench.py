@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.api.metrics import render
+from services.cache.metrics import render
 from services.common.metrics import BOUNDS, Durations
 from services.common.rpc import pipeline_pb2 as pb
 

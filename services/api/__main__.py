@@ -5,9 +5,7 @@ from __future__ import annotations
 from services.common.notls import keep_tls_out
 
 if __name__ == "__main__":  # run as the service, not imported (tests)
-    # Before anything imports asyncio or aiohttp; prometheus_client imports
-    # ssl for its push and TLS server helpers, which /metrics never uses.
-    keep_tls_out(("uvloop", "prometheus_client.exposition"))
+    keep_tls_out()  # before anything imports asyncio or aiohttp
 
 import asyncio
 import contextlib
@@ -24,7 +22,7 @@ from services.api.shipper import Shipper
 from services.api.spool import Spool
 from services.common import logs, runtime, supervision
 from services.common.config import env_choice, env_int, env_str, load_or_exit
-from services.common.listen import check_listen, http_site, open_to_all, replace_stale, split_listen
+from services.common.listen import check_listen, http_site, open_to_all, split_listen, start_server
 from services.common.rpc_client import cache_channel, cache_stub
 
 
@@ -83,15 +81,6 @@ def default_instance(listen: str) -> str:
     return Path(address).stem if isinstance(address, str) else listen
 
 
-async def _lane_server(api: Api, listen: str) -> asyncio.AbstractServer:
-    loop = asyncio.get_running_loop()
-    address = split_listen(listen)
-    if isinstance(address, str):
-        return await loop.create_unix_server(lambda: PaymentsLane(api), replace_stale(address))
-    host, port = address
-    return await loop.create_server(lambda: PaymentsLane(api), host or "0.0.0.0", port, reuse_address=True)
-
-
 async def serve(settings: ApiSettings) -> None:
     log = logs.setup("api")
     spool = Spool(settings.spool_dir, max_pending=settings.max_backlog)
@@ -107,7 +96,7 @@ async def serve(settings: ApiSettings) -> None:
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
     reporting = asyncio.create_task(api.reporter.run())
-    lane = await _lane_server(api, settings.payments_listen)  # up before the main socket appears
+    lane = await start_server(settings.payments_listen, lambda: PaymentsLane(api))  # up before the main socket appears
     open_to_all(settings.payments_listen)
     runner = web.ServerRunner(JsonErrorServer(api.handle, access_log=None), handle_signals=False)
     await runner.setup()

@@ -16,7 +16,7 @@ import grpc
 import orjson
 from aiohttp import web
 
-from services.api import dashboard, metrics
+from services.api import dashboard
 from services.api.reporting import ApiReporter
 from services.api.shipper import Shipper
 from services.api.spool import Spool, SpoolFull, SpoolUnavailable
@@ -286,16 +286,12 @@ class Api:
             return error(404, f"no payment {correlation_id}")
         return error(409, f"payment {correlation_id} is {reply.state}, not rejected: nothing to requeue")
 
-    async def _system_stats(self) -> pb.StatsReply:
-        """The cache's stats. Every instance's figures are the cache's copy,
-        this one's too, though its own are at hand and up to a second
-        fresher: a scrape answered by the other instance sees that copy, and
-        a counter must never look smaller to the next scrape than to the last
-        (Prometheus would take it for a restart)."""
-        return await self.stub.Stats(pb.StatsRequest(), timeout=self.options.rpc_timeout_seconds)
-
     async def get_stats(self, request: web.BaseRequest) -> web.StreamResponse:
-        reply = await self._system_stats()
+        # Every instance's figures ("apis") are the cache's copy, this one's
+        # too, though its own are at hand and up to a second fresher: the
+        # dashboard compares polls answered by either instance, and a counter
+        # must never look smaller in the next poll than in the last.
+        reply = await self.stub.Stats(pb.StatsRequest(), timeout=self.options.rpc_timeout_seconds)
         consumer = reply.consumer
         return json_response({
             "queue": {"pending": reply.queued, "delayed": reply.delayed,
@@ -337,9 +333,10 @@ class Api:
         return web.Response(body=self._openapi, content_type=JSON)
 
     async def get_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
-        reply = await self._system_stats()
-        body = metrics.render(reply, supervision.restarts(self.options.supervisor_status))
-        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TEXT})
+        """Relayed as the cache rendered it (services/cache/metrics.py): no
+        rendering on the loop that answers POSTs."""
+        reply = await self.stub.Metrics(pb.MetricsRequest(), timeout=self.options.rpc_timeout_seconds)
+        return web.Response(body=reply.exposition, headers={"Content-Type": PROMETHEUS_TEXT})
 
     async def get_dashboard(self, request: web.BaseRequest) -> web.StreamResponse:
         found = dashboard.asset(request.path)

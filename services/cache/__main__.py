@@ -8,7 +8,9 @@ from services.common.notls import keep_tls_out
 if __name__ == "__main__":  # run as the service, not imported (tests)
     # Before anything imports asyncio; a cache on Redis also needs redis-py
     # imported while ``ssl`` is inert (CACHE_STORE is validated later).
-    keep_tls_out(("uvloop", "redis.asyncio") if env_str("CACHE_STORE", "memory") == "redis" else ("uvloop",))
+    # prometheus_client (/metrics) imports ssl for push and TLS helpers it never uses here.
+    inert = ("uvloop", "prometheus_client.exposition")
+    keep_tls_out((*inert, "redis.asyncio") if env_str("CACHE_STORE", "memory") == "redis" else inert)
 
 import asyncio
 import contextlib
@@ -25,7 +27,7 @@ from services.cache.memory import MemoryStore
 from services.cache.memory.journal import FSYNC_POLICIES
 from services.cache.server import CacheService, housekeeping_forever
 from services.cache.store import CacheStore
-from services.common import logs, runtime
+from services.common import logs, runtime, supervision
 from services.common.config import ConfigError, env_choice, env_int, load_or_exit
 from services.common.rpc import pipeline_pb2_grpc
 
@@ -110,7 +112,9 @@ async def serve(settings: CacheSettings) -> None:
     store = make_store(settings)
     await store.start()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-    pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store, retention_ms=settings.retention_ms), server)
+    service = CacheService(store, retention_ms=settings.retention_ms,
+                           supervisor_status=env_str(supervision.ENV, ""))
+    pipeline_pb2_grpc.add_CacheServicer_to_server(service, server)
     health = await add_health(server)
     _remove_stale_socket(settings.address)
     server.add_insecure_port(settings.address)

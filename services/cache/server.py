@@ -13,7 +13,8 @@ import grpc
 
 from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, Rejection,
                                   State, StoreStats, StoreUnavailable, Totals)
-from services.common import logs
+from services.cache.metrics import render
+from services.common import logs, supervision
 from services.common.metrics import added
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
@@ -59,9 +60,10 @@ async def _or_unavailable(call: Awaitable[T], context: grpc.aio.ServicerContext)
 
 
 class CacheService(pipeline_pb2_grpc.CacheServicer):
-    def __init__(self, store: CacheStore, *, retention_ms: int = 0) -> None:
+    def __init__(self, store: CacheStore, *, retention_ms: int = 0, supervisor_status: str = "") -> None:
         self.store = store
         self.retention_ms = retention_ms  # told to whoever looks up an id the store does not know
+        self.supervisor_status = supervisor_status  # make run's restart counts, for /metrics
 
     async def _submit(self, batch: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
         submitted = await _or_unavailable(
@@ -167,6 +169,13 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         return pb.ApiReportAck()
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
+        return await self._stats(context)
+
+    async def Metrics(self, request: pb.MetricsRequest, context: grpc.aio.ServicerContext) -> pb.MetricsReply:
+        reply = await self._stats(context)
+        return pb.MetricsReply(exposition=render(reply, supervision.restarts(self.supervisor_status)))
+
+    async def _stats(self, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         stats, totals = await _or_unavailable(
             asyncio.gather(self.store.stats(), self.store.totals(None, None)), context)
         consumers = [pb.ConsumerStats.FromString(blob) for blob in stats.consumers]

@@ -4,8 +4,10 @@ the consumer's health socket) and for the probe that checks them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from services.common.config import ConfigError
@@ -38,6 +40,16 @@ def replace_stale(path: str) -> str:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return path
+
+
+async def start_server(listen: str, protocol: Callable[[], asyncio.BaseProtocol]) -> asyncio.AbstractServer:
+    """A bare asyncio server on ``listen`` (the payments lane, the consumer's probes)."""
+    loop = asyncio.get_running_loop()
+    address = split_listen(listen)
+    if isinstance(address, str):
+        return await loop.create_unix_server(protocol, replace_stale(address))
+    host, port = address
+    return await loop.create_server(protocol, host or "0.0.0.0", port, reuse_address=True)
 
 
 def http_site(runner: web.BaseRunner, listen: str) -> web.BaseSite:

@@ -3,7 +3,7 @@
 Each process counts its own observations into fixed buckets (``BOUNDS``, one
 set for every histogram, so that any two can be added up) and ships the counts
 in its reports (``pb.Histogram``); the api that is scraped renders them with
-prometheus_client (services/api/metrics.py). Recording is a ``bisect`` and two
+prometheus_client (services/cache/metrics.py). Recording is a ``bisect`` and two
 additions, cheap enough for the request path (BENCHMARKS.md, "metrics").
 """
 

@@ -8,7 +8,7 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.api.metrics import render
+from services.cache.metrics import render
 from services.common.metrics import BOUNDS, Durations, added, cumulative_buckets, histogram_json
 from services.common.rpc import pipeline_pb2 as pb
 

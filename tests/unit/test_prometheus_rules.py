@@ -1,7 +1,7 @@
 """ops/prometheus/: the scrape config and the rules, checked by Debian's
 promtool (``promtool check config``, ``check rules``, ``test rules`` over the
 synthetic series of rules_test.yml), and every metric the rules name is one
-/metrics exports (services/api/metrics.py) and the README lists.
+/metrics exports (services/cache/metrics.py) and the README lists.
 
 promtool comes with the ``prometheus`` package (``make prometheus``, part of
 ``make install``); where it cannot be installed these tests skip, except in CI
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.api import metrics
+from services.cache import metrics
 from services.common.rpc import pipeline_pb2 as pb
 from tools.prometheus_server import CONFIG, RULES, PrometheusNotInstalled, promtool_binary, scrape_config
 

@@ -419,3 +419,13 @@ class StatsReply(_message.Message):
     apis: _containers.RepeatedCompositeFieldContainer[ApiStats]
     cache: CacheStats
     def __init__(self, queued: _Optional[int] = ..., delayed: _Optional[int] = ..., in_flight: _Optional[int] = ..., default: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., fallback: _Optional[_Union[ProcessorTotals, _Mapping]] = ..., requeued: _Optional[int] = ..., duplicates: _Optional[int] = ..., consumer: _Optional[_Union[ConsumerStats, _Mapping]] = ..., stale_requeues: _Optional[int] = ..., late_completions: _Optional[int] = ..., consumers: _Optional[int] = ..., per_consumer: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., rejected: _Optional[int] = ..., retention_ms: _Optional[int] = ..., expired_duplicates: _Optional[int] = ..., apis: _Optional[_Iterable[_Union[ApiStats, _Mapping]]] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ...) -> None: ...
+
+class MetricsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MetricsReply(_message.Message):
+    __slots__ = ("exposition",)
+    EXPOSITION_FIELD_NUMBER: _ClassVar[int]
+    exposition: bytes
+    def __init__(self, exposition: _Optional[bytes] = ...) -> None: ...

@@ -109,6 +109,11 @@ class CacheStub:
                 request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiStats.SerializeToString,
                 response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiReportAck.FromString,
                 _registered_method=True)
+        self.Metrics = channel.unary_unary(
+                '/pipeline.v1.Cache/Metrics',
+                request_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.MetricsRequest.SerializeToString,
+                response_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.MetricsReply.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -208,6 +213,13 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Metrics(self, request, context):
+        """The whole system in Prometheus' text format (GET /metrics on any api).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +297,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.ReportApi,
                     request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiStats.FromString,
                     response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.ApiReportAck.SerializeToString,
+            ),
+            'Metrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.Metrics,
+                    request_deserializer=services_dot_common_dot_rpc_dot_pipeline__pb2.MetricsRequest.FromString,
+                    response_serializer=services_dot_common_dot_rpc_dot_pipeline__pb2.MetricsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -692,6 +709,33 @@ class Cache:
             '/pipeline.v1.Cache/ReportApi',
             services_dot_common_dot_rpc_dot_pipeline__pb2.ApiStats.SerializeToString,
             services_dot_common_dot_rpc_dot_pipeline__pb2.ApiReportAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Metrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeline.v1.Cache/Metrics',
+            services_dot_common_dot_rpc_dot_pipeline__pb2.MetricsRequest.SerializeToString,
+            services_dot_common_dot_rpc_dot_pipeline__pb2.MetricsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,11 @@
 """``GET /metrics``: the whole system in Prometheus' text format.
 
+Rendered here, in the cache (the ``Metrics`` RPC), and relayed by whichever
+api nginx asks: rendering takes milliseconds of Python, which on an api would
+hold up the POSTs queued behind it once per scrape (BENCHMARKS.md, "Metrics
+and health": a scrape a second raised the official scenario's p99 when the
+api rendered it).
+
 Built per scrape from one Stats reply (the cache's state, every consumer's and
 every api instance's last report) and rendered by prometheus_client: a
 collector that yields metric families from that snapshot, so nothing is
