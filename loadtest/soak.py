@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -140,13 +140,13 @@ class PrometheusServer:
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         self.pidfile.write_text(f"{self.proc.pid}\n")
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-                self.stop()
-                raise RuntimeError(f"prometheus did not come up on {self.url}:\n{tail}")
-            time.sleep(0.1)
+        try:
+            processes.wait_started(self.proc, self.ready, name=f"prometheus on {self.url}", timeout=timeout,
+                                   log=self.log, every=0.1)
+        except processes.DidNotStart:
+            self.pidfile.unlink(missing_ok=True)
+            self.proc = None
+            raise
         return self
 
     def ready(self) -> bool:

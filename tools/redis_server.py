@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from tools import processes
@@ -66,13 +65,12 @@ class RedisServer:
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-                self.stop()
-                raise RuntimeError(f"redis-server did not come up:\n{tail}")
-            time.sleep(0.02)
+        try:
+            processes.wait_started(self.proc, self.ready, name="redis-server", timeout=timeout, log=self.log,
+                                   every=0.02)
+        except processes.DidNotStart:
+            self.proc = None
+            raise
         return self
 
     def ready(self) -> bool:
