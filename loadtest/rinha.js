@@ -1,4 +1,4 @@
-// The official Rinha de Backend 2025 test, reproduced from CONTRACT.md §3:
+// The official Rinha de Backend 2025 test, reproduced from docs/contract.md §3:
 // a ramp to MAX_REQUESTS VUs posting payments, the processors' fault schedule
 // driven through their admin endpoints, a consistency audit every 10 s, and the
 // final score breakdown (written to RESULT_JSON by handleSummary).

@@ -1,1 +1,1 @@
-"""A local stand-in for one payment processor, faithful to CONTRACT.md §2."""
+"""A local stand-in for one payment processor, faithful to docs/contract.md §2."""

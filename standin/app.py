@@ -1,7 +1,7 @@
 """One payment processor: the public API, the admin API and the injectable faults.
 
 The pipeline's tests are only as good as this double, so what the pipeline's
-correctness depends on follows CONTRACT.md §2 exactly: the configured delay is
+correctness depends on follows docs/contract.md §2 exactly: the configured delay is
 served *before* deciding to fail or succeed, a payment is stored even when its
 caller gave up during the delay, a known correlationId gets 422, summaries count
 ``requested_at BETWEEN from AND to`` on the exact instant that was sent, and the

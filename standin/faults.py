@@ -1,4 +1,4 @@
-"""The faults the stand-in can inject beyond CONTRACT.md's delay and failure.
+"""The faults the stand-in can inject beyond docs/contract.md's delay and failure.
 
 They provoke answers that are not the processor's own verdict on a payment
 (issue 17): a processor that refuses one payment every time (a poison payment),

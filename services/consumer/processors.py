@@ -10,7 +10,7 @@ retrying it anywhere would only fail again, and the processor is not down).
 What came back         Outcome      Why
 =====================  ===========  ==================================================
 2xx                    OK           stored
-422                    DUPLICATE    it already holds this correlationId (CONTRACT §2)
+422                    DUPLICATE    it already holds this correlationId (docs/contract.md §2)
 no connection; pool    FAILED       nothing was sent (``ConnectFailed``, including
 wait timed out                      ``PoolExhausted``)
 500, 501, 505-599      FAILED       the processor's own error: it did not store it

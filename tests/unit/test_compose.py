@@ -1,4 +1,4 @@
-"""The deployment rules of CONTRACT.md §1, checked on docker-compose.yml (no
+"""The deployment rules of docs/contract.md §1, checked on docker-compose.yml (no
 Docker engine runs here)."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The processor stand-in behaves as CONTRACT.md §2 says the real processors do.
+"""The processor stand-in behaves as docs/contract.md §2 says the real processors do.
 
 Every pipeline test that injects faults trusts this double, so each rule the
 pipeline's correctness leans on (delay before the decision, insert after the
