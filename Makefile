@@ -57,7 +57,10 @@ cluster: install
 stop:
 	@$(PY) -m tools.stack stop
 
+# Lint and types first (seconds), then every test.
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 unit: install

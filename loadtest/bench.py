@@ -313,10 +313,11 @@ def print_variants(summaries: dict[str, dict]) -> None:
     """Medians per variant, one row each (cores, RSS and cgroup memory: the
     stack's, Redis included; every run's figure is in series-<stamp>.json)."""
     widths = [max(len(heading), 9) for heading, _ in VARIANT_COLUMNS]
-    print(f"{'median of':9} {'runs':>4} " + " ".join(f"{h:>{w}}" for (h, _), w in zip(VARIANT_COLUMNS, widths)))
+    headings = " ".join(f"{h:>{w}}" for (h, _), w in zip(VARIANT_COLUMNS, widths, strict=True))
+    print(f"{'median of':9} {'runs':>4} " + headings)
     for name, summary in summaries.items():
         cells = [str(summary.get(key, "-")) for _, key in VARIANT_COLUMNS]
-        print(f"{name:9} {summary['runs']:>4} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+        print(f"{name:9} {summary['runs']:>4} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=False)))
 
 
 def run_floor(args: argparse.Namespace) -> tuple[float, float]:
@@ -406,7 +407,8 @@ def main() -> None:
         if len(variants) != 2 or len(set(variants)) != 2:
             parser.error("--interleave takes two different variants: A,B (e.g. memory,redis or memory,memory+scraped)")
         if args.store or args.floor or args.scrape:
-            parser.error("--interleave sets the store and scraping of each run: no --store, --floor or --scrape with it")
+            parser.error("--interleave sets the store and scraping of each run: "
+                         "no --store, --floor or --scrape with it")
     args.store = args.store or "memory"
     if args.limits and not cgroups_available():
         print("cgroup v1 is not writable here: running without limits", file=sys.stderr)
@@ -452,7 +454,8 @@ def main() -> None:
               f"{' / '.join(str(r) for r in steadier)} x floor")
     if args.interleave:
         series_floor = round(statistics.median(p99 for p99, _ in floors), 3) if bracket else None
-        summaries = {variant: variant_summary([r for r, s in zip(results, plan) if s == variant], series_floor)
+        summaries = {variant: variant_summary([r for r, s in zip(results, plan, strict=True) if s == variant],
+                                              series_floor)
                      for variant in variants}
         print_variants(summaries)
         first, second = variants
@@ -462,7 +465,8 @@ def main() -> None:
                   f"{summaries[first]['median_p99_over_floor']} = {comparison['median_floor_ratio_ratio']} "
                   f"(median p99s: {comparison['median_p99_ratio']})")
         else:
-            print(f"{second} / {first}: median p99 {comparison['median_p99_ratio']} (no floors: --with-floor for ratios)")
+            print(f"{second} / {first}: median p99 {comparison['median_p99_ratio']} "
+                  "(no floors: --with-floor for ratios)")
         series = {"variants": variants, "plan": plan, "results": [result_file(s).name for s in stamps],
                   "floors_ms": [p99 for p99, _ in floors], "floor_steal_pct": [st for _, st in floors],
                   "series_floor_ms": series_floor, "summaries": summaries, f"{second}_over_{first}": comparison}

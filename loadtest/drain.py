@@ -39,12 +39,12 @@ from pathlib import Path
 import grpc
 import redis
 
+from loadtest.bench import peak_rss_bytes, redis_limit
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from tools.cgroups import Limit, compose_limits
 from tools.cgroups import available as cgroups_available
 from tools.clients import Processors
-from loadtest.bench import peak_rss_bytes, redis_limit
 from tools.stack import REPO, STORES, Stack, StackConfig, add_isolation_options, node_name
 
 RESULTS = REPO / "loadtest" / "results"

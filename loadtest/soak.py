@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import shutil
@@ -95,6 +96,11 @@ def rss_mb() -> float:
     return 0.0
 
 
+def _offset(base_ms: int, step_ms: float, k: int) -> int:
+    """The simulated acceptance time of the k-th payment of a batch that starts at ``base_ms``."""
+    return base_ms + int(k * step_ms)
+
+
 async def push_batch(store: CacheStore, first: int, size: int,
                      requested_at: Callable[[int], int]) -> None:
     """Submit ``size`` new payments, lease them all, complete them all."""
@@ -121,8 +127,7 @@ async def soak_memory(args: argparse.Namespace, directory: Path) -> list[Row]:
     try:
         while done < total:
             size = min(args.batch, total - done)
-            base = clock.ms
-            await push_batch(store, done, size, lambda k: base + int(k * step_ms))
+            await push_batch(store, done, size, functools.partial(_offset, clock.ms, step_ms))
             done += size
             clock.ms = origin + int(done * step_ms)
             if done % args.report_every == 0 or done == total:

@@ -436,7 +436,8 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
     app.router.add_get("/payments/{id}", gated(get_payment))
     app.router.add_get("/admin/payments-summary", admin(summary))
     app.router.add_put("/admin/configurations/token", admin(set_token))
-    app.router.add_put("/admin/configurations/delay", admin(setter("delay", "delay_ms", _is_delay, "an integer >= 0 (ms)")))
+    app.router.add_put("/admin/configurations/delay",
+                       admin(setter("delay", "delay_ms", _is_delay, "an integer >= 0 (ms)")))
     app.router.add_put("/admin/configurations/failure", admin(setter("failure", "failing", _is_flag, "a boolean")))
     app.router.add_put("/admin/configurations/refuse", admin(switch("refuse", Refuse.parse)))
     app.router.add_put("/admin/configurations/proxy", admin(switch("proxy", Proxy.parse)))

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -28,7 +28,8 @@ class Processors:
         if delay is not None:
             self.http.put(f"{self.urls[name]}/admin/configurations/delay", json={"delay": delay}).raise_for_status()
         if failure is not None:
-            self.http.put(f"{self.urls[name]}/admin/configurations/failure", json={"failure": failure}).raise_for_status()
+            self.http.put(f"{self.urls[name]}/admin/configurations/failure",
+                          json={"failure": failure}).raise_for_status()
 
     # The stand-in's fault switches (standin/app.py), beyond the official
     # processor's delay and failure. Each takes "every": the N-th payment
@@ -188,7 +189,7 @@ class Load(threading.Thread):
         self._counting = threading.Lock()
 
     def run(self) -> None:
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         helpers = [threading.Thread(target=self._post_loop, args=(worker,), daemon=True)
                    for worker in range(1, self.concurrency)]
         for helper in helpers:
@@ -204,7 +205,7 @@ class Load(threading.Thread):
         urls = self.urls[worker % len(self.urls):] + self.urls[:worker % len(self.urls)]
         clients = self.worker_clients[worker]
         clients = clients[worker % len(clients):] + clients[:worker % len(clients)]
-        for url, http in itertools.cycle(zip(urls, clients)):
+        for url, http in itertools.cycle(zip(urls, clients, strict=False)):
             if self._halt.is_set():
                 break
             correlation_id = str(uuid.uuid4())
@@ -286,7 +287,7 @@ class Verdict:
 
 
 def iso_ms(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def summary_windows(since: datetime | None, parts: int = 3) -> list[dict[str, str]]:
@@ -297,9 +298,9 @@ def summary_windows(since: datetime | None, parts: int = 3) -> list[dict[str, st
     windows: list[dict[str, str]] = [{}]
     if since is None:
         return windows
-    start, end = since - timedelta(seconds=1), datetime.now(timezone.utc) + timedelta(seconds=1)
+    start, end = since - timedelta(seconds=1), datetime.now(UTC) + timedelta(seconds=1)
     cuts = [start + (end - start) * i / parts for i in range(parts + 1)]
-    return windows + [{"from": iso_ms(lo), "to": iso_ms(hi)} for lo, hi in zip(cuts, cuts[1:])]
+    return windows + [{"from": iso_ms(lo), "to": iso_ms(hi)} for lo, hi in zip(cuts, cuts[1:], strict=False)]
 
 
 def summary_differences(ours: dict, theirs: dict[str, dict]) -> int:

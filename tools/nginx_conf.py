@@ -26,7 +26,8 @@ def render(run_dir: Path, *, listen_port: int = 9999, error_log: str | None = No
     text = _replace(text, "unix:/run/rinha/", f"unix:{run_dir}/")
     text = _replace(text, "listen 9999 ", f"listen 127.0.0.1:{listen_port} ")
     text = _replace(text, "pid /run/nginx.pid;", f"pid {run_dir}/nginx.pid;")
-    text = _replace(text, "error_log /dev/stderr warn;", f"error_log {error_log or run_dir / 'logs/nginx-error.log'} warn;")
+    log_path = error_log or run_dir / "logs/nginx-error.log"
+    text = _replace(text, "error_log /dev/stderr warn;", f"error_log {log_path} warn;")
     for kind in TEMP_KINDS:
         text = _replace(text, f"/tmp/nginx-{kind};", f"{run_dir}/nginx-tmp/{kind};")
     if os.geteuid() == 0:

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from time import perf_counter
 from http import HTTPStatus
+from time import perf_counter
 from typing import NamedTuple
 
 import orjson
 
-from services.api.handlers import (CONTINUE, MAX_BODY_BYTES, PARTIAL_REQUEST_TIMEOUT_S, TOO_LARGE, Api,
-                                   Refused)
+from services.api.handlers import CONTINUE, MAX_BODY_BYTES, PARTIAL_REQUEST_TIMEOUT_S, TOO_LARGE, Api, Refused
 
 MAX_HEAD_BYTES = 8 * 1024
 # What nginx sends for ``location = /payments`` with ``proxy_pass_request_headers

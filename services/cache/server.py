@@ -11,9 +11,20 @@ from typing import TypeVar
 
 import grpc
 
-from services.cache.store import (Beat, CacheStore, Completed, HandBack, Health, Lent, Rejection,
-                                  State, StoreStats, StoreUnavailable, Totals)
 from services.cache.metrics import render
+from services.cache.store import (
+    Beat,
+    CacheStore,
+    Completed,
+    HandBack,
+    Health,
+    Lent,
+    Rejection,
+    State,
+    StoreStats,
+    StoreUnavailable,
+    Totals,
+)
 from services.common import logs, supervision
 from services.common.metrics import added
 from services.common.rpc import pipeline_pb2 as pb

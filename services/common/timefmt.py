@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})"
@@ -51,7 +51,7 @@ def parse_iso_us(text: str, *, round_up: bool = False) -> int:
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     try:
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute),
-                          int(second), tzinfo=timezone.utc)
+                          int(second), tzinfo=UTC)
     except ValueError as exc:
         raise InvalidTimestamp(f"not a valid date or time: {text!r}") from exc
     epoch_us = (int(moment.timestamp()) * 1_000_000)

@@ -16,8 +16,7 @@ import socket
 from dataclasses import dataclass
 
 from services.common import logs, runtime
-from services.common.config import (ConfigError, env_choice, env_float, env_int, env_str,
-                                    env_url, load_or_exit)
+from services.common.config import ConfigError, env_choice, env_float, env_int, env_str, env_url, load_or_exit
 from services.common.listen import check_listen
 from services.common.payment import PROCESSORS
 from services.common.rpc_client import cache_channel, cache_stub

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from services.common.rpc import pipeline_pb2 as pb
 from services.common import logs
+from services.common.rpc import pipeline_pb2 as pb
 from services.common.timefmt import format_ms, now_ms
 from services.consumer.processors import LookupFailed, Outcome, ProcessorClient
 from services.consumer.reporting import Reporter

@@ -85,7 +85,7 @@ def heal(cluster: Stack) -> None:
     # Every api of every node (nginx alternates between a node's two) reaches the store.
     for url in cluster.config.base_urls:
         node = Backend(url)
-        wait_for(lambda: all(node.http.get("/stats").status_code == 200 for _ in range(4)), 20,
+        wait_for(lambda node=node: all(node.http.get("/stats").status_code == 200 for _ in range(4)), 20,
                  f"{url}'s apis to reach the store")
 
 
@@ -183,7 +183,7 @@ def test_each_processor_is_polled_at_most_once_per_interval_by_the_whole_cluster
     assert live_consumers(cluster) == 2
     for name in ("default", "fallback"):
         calls = sorted(stand_ins.health_calls(name))
-        gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
+        gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
         assert len(calls) >= 3, f"{name}: {len(calls)} health calls in 17 s; the poller should make 3 or more"
         assert min(gaps) >= HEALTH_INTERVAL_MS, f"{name}: calls {gaps} ms apart"
 
@@ -195,7 +195,7 @@ def test_every_node_answers_metrics_and_stats_for_the_whole_cluster(fresh: None,
     apis = {"api1", "api2", "n2.api1", "n2.api2"}
     consumers = {"consumer", "n2.consumer"}
     for node in nodes:
-        def complete() -> bool:
+        def complete(node: Backend = node) -> bool:
             stats = node.stats()
             return ({api["instance"] for api in stats["apis"]} == apis
                     and stats["consumer"]["alive"] == len(consumers))

@@ -164,7 +164,7 @@ def quantile(q: float, hist: dict[str, Any] | None) -> float | None:
 def summed(hists: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not hists:
         return None
-    return {"bounds": hists[0]["bounds"], "counts": [sum(c) for c in zip(*(h["counts"] for h in hists))]}
+    return {"bounds": hists[0]["bounds"], "counts": [sum(c) for c in zip(*(h["counts"] for h in hists), strict=False)]}
 
 
 def steady_figures(stats: dict[str, Any]) -> dict[str, Any]:

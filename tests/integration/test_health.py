@@ -93,7 +93,7 @@ def test_metrics_agree_with_the_processors_and_cover_every_instance(
     instances = {dict(labels)["instance"] for (name, labels) in after if name == "rinha_api_payments_total"}
     assert instances == {"api1", "api2"}  # both, whichever one nginx asked
     for instance in instances:  # each whole request timed once (malformed ones are only counted)
-        def grown(name: str) -> float:
+        def grown(name: str, instance: str = instance) -> float:
             return _total(after, name, instance=instance) - _total(before, name, instance=instance)
         assert grown("rinha_api_payment_request_duration_seconds_count") == grown("rinha_api_payments_total")
     assert _total(after, "rinha_processor_requests_total", outcome="ok") >= sent

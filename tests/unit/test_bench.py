@@ -6,8 +6,18 @@ import time
 
 import pytest
 
-from loadtest.bench import (Scraper, cpu_jiffies, floor_ratio, interleave_plan, parse_variant, series_floor_ratios,
-                            steal_pct, variant_summary, variants_ratio, violations)
+from loadtest.bench import (
+    Scraper,
+    cpu_jiffies,
+    floor_ratio,
+    interleave_plan,
+    parse_variant,
+    series_floor_ratios,
+    steal_pct,
+    variant_summary,
+    variants_ratio,
+    violations,
+)
 
 CLEAN = {"inconsistencies": 0, "lag": 0, "failed_posts": 0, "default_share": 1.0}
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-
 from rawhttp import Script, Server, read_request
+
 from services.consumer.http import AnswerLost, ConnectFailed, Origin, PoolExhausted, PoolLimits
 
 pytestmark = pytest.mark.both_loops

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.api.handlers import Api, ApiOptions
 from services.api import lane as lane_module
+from services.api.handlers import Api, ApiOptions
 from services.api.lane import PaymentsLane
 from services.api.shipper import Shipper
 from services.api.spool import Spool
@@ -203,7 +203,7 @@ def test_arbitrary_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory,
     lane, transport = connect(api)
     for chunk in [b"POST /payments HTTP/1.1\r\n", *chunks]:
         lane.data_received(chunk)
-    for status, headers, body in answers(transport.out):
+    for status, _headers, body in answers(transport.out):
         assert status == 202 or "error" in orjson.loads(body)
 
 

@@ -51,7 +51,7 @@ def test_every_error_nginx_answers_itself_is_json_and_none_is_a_5xx_for_bad_inpu
     assert pages[494].startswith("=431 ")
     for target in set(pages.values()):
         uri = target.split()[-1]
-        location = re.search(r"location (?:= )?%s \{(.*?)\n        \}" % re.escape(uri), text, re.DOTALL)
+        location = re.search(rf"location (?:= )?{re.escape(uri)} \{{(.*?)\n        \}}", text, re.DOTALL)
         assert location, f"no location for {uri}"
         assert "default_type application/json;" in location[1]
         body = re.search(r"return \d+ '(.*)';", location[1])

@@ -11,7 +11,8 @@ from services.common.payment import MAX_AMOUNT_CENTS, InvalidPayment, PaymentSli
 from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_ms, parse_iso_us
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=12,
 )

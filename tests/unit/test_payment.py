@@ -96,7 +96,7 @@ def test_numbers_out_of_range_are_a_wrong_field(amount: bytes, message: str) -> 
     b'{"correlationId": "%s", "amount": -Infinity}' % UUID.encode(),
     b'\xef\xbb\xbf{"correlationId": "%s", "amount": 1}' % UUID.encode(),
     b'{"correlationId": "%s\xe9", "amount": 1}' % UUID[:-1].encode(),
-    ('{"correlationId": "%s", "amount": 1}' % UUID).encode("utf-16"),
+    (f'{{"correlationId": "{UUID}", "amount": 1}}').encode("utf-16"),
     # Out of range and also malformed: the fallback for 1e309 must not take what orjson refuses.
     b'\xef\xbb\xbf{"correlationId": "%s", "amount": 1e309}' % UUID.encode(),
     b'{"correlationId": "%s", "amount": 1e309, "x": "\xe9"}' % UUID.encode(),

@@ -16,10 +16,9 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
-
 from rawhttp import Server, read_request
-from services.consumer.processors import (
-    Answer, Found, LookupFailed, Outcome, ProcessorClient, Timeouts, classify)
+
+from services.consumer.processors import Answer, Found, LookupFailed, Outcome, ProcessorClient, Timeouts, classify
 from standin.app import PROCESSOR, Processor, StandinSettings, build_app
 from standin.faults import is_poison
 

@@ -47,7 +47,7 @@ async def long_history(store: Store, clock: Clock, rng: random.Random) -> set[st
     first requestedAt. Returns the ids that expired at least once."""
     first_charge: dict[str, int] = {}
     expired: set[str] = set()
-    for step in range(1500):
+    for _ in range(1500):
         clock.ms += rng.choice((0, 0, 1, 5, 300))
         action = rng.random()
         if action < 0.35:

@@ -128,8 +128,8 @@ class ProcessorLedger:
         if not rows:
             return
         self._seal()
-        times, counts, amounts = zip(*rows)
-        if times[0] > self._last and all(a < b for a, b in zip(times, times[1:])):
+        times, counts, amounts = zip(*rows, strict=False)
+        if times[0] > self._last and all(a < b for a, b in zip(times, times[1:], strict=False)):
             self._times.extend(times)
             self._counts.extend(counts)
             self._amounts.extend(amounts)
@@ -141,7 +141,7 @@ class ProcessorLedger:
     def rows(self) -> Iterator[tuple[int, int, int]]:
         """Every bucket as ``(ms, count, amount)``, in time order."""
         self._seal()
-        return zip(self._times, self._counts, self._amounts)
+        return zip(self._times, self._counts, self._amounts, strict=False)
 
     def totals(self, from_us: int | None = None, to_us: int | None = None) -> Totals:
         """Payments with ``from_us <= requestedAt <= to_us`` (µs, both inclusive)."""

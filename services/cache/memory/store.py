@@ -18,8 +18,21 @@ from pathlib import Path
 from services.cache.memory.journal import Journal
 from services.cache.memory.liveness import Liveness
 from services.cache.memory.state import MemoryState
-from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record,
-                                  Rejection, State, StoreStats, StoreUnavailable, Submitted, Totals)
+from services.cache.store import (
+    Beat,
+    Completed,
+    HandBack,
+    Health,
+    Lent,
+    Pulse,
+    Record,
+    Rejection,
+    State,
+    StoreStats,
+    StoreUnavailable,
+    Submitted,
+    Totals,
+)
 from services.common import logs
 from services.common.payment import PROCESSORS
 from services.common.timefmt import now_ms

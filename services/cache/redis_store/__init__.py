@@ -28,8 +28,22 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
-from services.cache.store import (Beat, Completed, HandBack, Health, Lent, Pulse, Record, Rejection,
-                                  State, StoreStats, StoreUnavailable, Submitted, Totals, one_line)
+from services.cache.store import (
+    Beat,
+    Completed,
+    HandBack,
+    Health,
+    Lent,
+    Pulse,
+    Record,
+    Rejection,
+    State,
+    StoreStats,
+    StoreUnavailable,
+    Submitted,
+    Totals,
+    one_line,
+)
 from services.common import logs
 from services.common.payment import PROCESSORS
 from services.common.timefmt import now_ms
