@@ -13,8 +13,6 @@ if __name__ == "__main__":  # run as the service, not imported (tests)
     keep_tls_out((*inert, "redis.asyncio") if env_str("CACHE_STORE", "memory") == "redis" else inert)
 
 import asyncio
-import contextlib
-import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from services.cache.server import CacheService, housekeeping_forever
 from services.cache.store import CacheStore
 from services.common import logs, runtime, supervision
 from services.common.config import ConfigError, env_choice, env_int, load_or_exit
+from services.common.listen import replace_stale
 from services.common.rpc import pipeline_pb2_grpc
 
 STORES = ("memory", "redis")
@@ -100,13 +99,6 @@ def make_store(settings: CacheSettings) -> CacheStore:
                        retention_ms=settings.retention_ms)
 
 
-def _remove_stale_socket(address: str) -> None:
-    if address.startswith("unix:"):
-        path = address.removeprefix("unix:").removeprefix("//")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
 async def serve(settings: CacheSettings) -> None:
     log = logs.setup("cache")
     store = make_store(settings)
@@ -116,7 +108,8 @@ async def serve(settings: CacheSettings) -> None:
                            supervisor_status=env_str(supervision.ENV, ""))
     pipeline_pb2_grpc.add_CacheServicer_to_server(service, server)
     health = await add_health(server)
-    _remove_stale_socket(settings.address)
+    if settings.address.startswith("unix:"):  # gRPC also takes unix:///path
+        replace_stale(settings.address.removeprefix("unix:").removeprefix("//"))
     server.add_insecure_port(settings.address)
     await server.start()
     housekeeping = asyncio.create_task(housekeeping_forever(store))

@@ -1,5 +1,5 @@
 """Where a service listens: ``unix:/path`` or ``host:port``. One parser and one
-set of socket rules for every server of the project (the api's two sockets,
+set of socket rules for every server of the project (the api's two sockets, the cache's,
 the consumer's health socket) and for the probe that checks them."""
 
 from __future__ import annotations

@@ -54,15 +54,19 @@ def added(histograms: Iterable[pb.Histogram]) -> pb.Histogram:
     return pb.Histogram(counts=counts, sum=total)
 
 
+def _counts(histogram: pb.Histogram) -> list[int]:
+    """Its counts; zeros for an empty message (a process that observed nothing yet)."""
+    return list(histogram.counts) or [0] * (len(BOUNDS) + 1)
+
+
 def histogram_json(histogram: pb.Histogram) -> dict[str, object]:
     """/stats' form: the bounds, the (not cumulative) counts, the sum."""
-    counts = list(histogram.counts) or [0] * (len(BOUNDS) + 1)
-    return {"bounds": list(BOUNDS), "counts": counts, "sum": histogram.sum}
+    return {"bounds": list(BOUNDS), "counts": _counts(histogram), "sum": histogram.sum}
 
 
 def cumulative_buckets(histogram: pb.Histogram) -> list[tuple[str, float]]:
     """Prometheus' form: (``le``, cumulative count) pairs ending with +Inf."""
-    counts = list(histogram.counts) or [0] * (len(BOUNDS) + 1)
+    counts = _counts(histogram)
     running = 0
     buckets = []
     for bound, count in zip((*(repr(b) for b in BOUNDS), "+Inf"), counts, strict=True):
