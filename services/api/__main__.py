@@ -96,7 +96,8 @@ async def serve(settings: ApiSettings) -> None:
               spool, shipper, stub)
     shipping = asyncio.create_task(shipper.run())
     reporting = asyncio.create_task(api.reporter.run())
-    lane = await start_server(settings.payments_listen, lambda: PaymentsLane(api))  # up before the main socket appears
+    # The lane is up before the main socket appears.
+    lane = await start_server(settings.payments_listen, lambda: PaymentsLane(api.admission))
     open_to_all(settings.payments_listen)
     runner = web.ServerRunner(JsonErrorServer(api.handle, access_log=None), handle_signals=False)
     await runner.setup()

@@ -17,12 +17,19 @@ import orjson
 from aiohttp import web
 
 from services.api import dashboard
+from services.api.admission import (
+    CONTINUE,
+    MAX_BODY_BYTES,
+    PARTIAL_REQUEST_TIMEOUT_S,
+    Admission,
+    Refused,
+    refuse_if_too_large,
+)
 from services.api.reporting import ApiReporter
 from services.api.shipper import Shipper
-from services.api.spool import Spool, SpoolFull, SpoolUnavailable
+from services.api.spool import Spool
 from services.common import logs, supervision
-from services.common.metrics import Durations, histogram_json
-from services.common.payment import InvalidPayment, parse_slip
+from services.common.metrics import histogram_json
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from services.common.timefmt import InvalidTimestamp, format_ms, now_ms, parse_iso_us
@@ -30,13 +37,6 @@ from services.common.timefmt import InvalidTimestamp, format_ms, now_ms, parse_i
 log = logging.getLogger("api")
 OPENAPI = Path(__file__).with_name("openapi.json")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-MAX_BODY_BYTES = 16 * 1024
-TOO_LARGE = f"body larger than {MAX_BODY_BYTES} bytes"
-# How long a request may take to arrive once its first bytes have (nginx's
-# client_header_timeout and client_body_timeout): nginx hands over a whole
-# request at once, so only a client other than nginx ever waits on this.
-PARTIAL_REQUEST_TIMEOUT_S = 5.0
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 JSON = "application/json"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -80,16 +80,6 @@ def _totals_json(totals: pb.ProcessorTotals) -> dict[str, float | int]:
             "totalAmount": totals.total_amount_cents / 100}
 
 
-class Refused(Exception):
-    """A payment not accepted: the HTTP status and message to answer with."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 @dataclass(frozen=True, slots=True)
 class ApiOptions:
     ack_mode: str  # "spool": 202 once spooled; "cache": 202 once the cache acknowledged
@@ -104,18 +94,12 @@ class Api:
     def __init__(self, options: ApiOptions, spool: Spool, shipper: Shipper,
                  stub: pipeline_pb2_grpc.CacheStub) -> None:
         self.options = options
-        # In "cache" ack mode a 202 waits until the cache holds the payment (read per request).
-        self.waits_for_cache = options.ack_mode == "cache"
         self.spool = spool
         self.shipper = shipper
         self.stub = stub
-        self.accepted = 0
-        self.rejected = 0  # invalid requests
-        self.refused = 0  # valid, but the backlog is full
-        # POST /payments answers by status, and how long each took in here:
-        # kept by both front doors (``answered``), reported to the cache.
-        self.answers: dict[int, int] = {}
-        self.post_seconds = Durations()
+        # POST /payments: the same admission as the payments lane's (services/api/lane.py).
+        self.admission = Admission(spool, shipper, waits_for_cache=options.ack_mode == "cache",
+                                   ack_timeout_seconds=options.ack_timeout_seconds)
         self.reporter = ApiReporter(stub, self.report)
         self._routes: dict[str, dict[str, Handler]] = {
             "/payments": {"POST": self.post_payment},
@@ -154,61 +138,19 @@ class Api:
             return error(exc.status, exc.reason, **{k: v for k, v in exc.headers.items()
                                                     if k.lower() not in ("content-type", "content-length")})
 
-    def answered(self, status: int, started: float | None = None) -> None:
-        """Count one POST /payments answer; ``started`` (``time.perf_counter()``
-        when its bytes were read) also times it."""
-        answers = self.answers
-        answers[status] = answers.get(status, 0) + 1
-        if started is not None:
-            self.post_seconds.observe(time.perf_counter() - started)
-
-    def admit(self, body: bytes) -> int:
-        """Validate and spool one payment; its spool seq, or ``Refused``.
-
-        The one admission path: aiohttp's handler and the payments lane both
-        call it, so they cannot disagree on what is accepted."""
-        if len(body) > MAX_BODY_BYTES:
-            self.rejected += 1
-            raise Refused(413, TOO_LARGE)
-        try:
-            correlation_id, amount_cents = parse_slip(body)
-        except InvalidPayment as exc:
-            self.rejected += 1
-            raise Refused(exc.status, str(exc)) from None
-        try:
-            seq = self.spool.append(correlation_id, amount_cents, self.shipper.cache_backlog)
-        except SpoolFull:
-            self.refused += 1
-            raise Refused(503, "too many payments waiting, try again later",
-                          {"Retry-After": "1"}) from None
-        except SpoolUnavailable as exc:  # disk full: never a 202 for what is not stored
-            # Counted (``unstorable``) and logged once per outage by the spool.
-            raise Refused(503, f"cannot store the payment now ({exc.reason}), try again",
-                          {"Retry-After": "1"}) from None
-        self.accepted += 1
-        return seq
-
-    async def acknowledged(self, seq: int) -> None:
-        """In "cache" ack mode, wait until the cache holds ``seq`` (or the timeout).
-
-        The payment is already durable in the spool; waiting only makes it
-        visible to every instance before answering. On timeout it is still
-        delivered, so the answer stays 202."""
-        try:
-            await asyncio.wait_for(self.shipper.wait_acked(seq), self.options.ack_timeout_seconds)
-        except TimeoutError:
-            pass
-
     async def post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         response = await self._post_payment(request)
-        self.answered(response.status, started)
+        self.admission.answered(response.status, started)
         return response
 
     async def _post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
-        if (request.content_length or 0) > MAX_BODY_BYTES:
-            self.rejected += 1
-            return error(413, TOO_LARGE)
+        admission = self.admission
+        try:
+            refuse_if_too_large(request.content_length or 0)
+        except Refused as exc:
+            admission.rejected += 1
+            return error(exc.status, exc.message)
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # aiohttp's router would send this; its low-level server, which we
             # use, does not, and a client that waits for it would wait for ever.
@@ -221,7 +163,7 @@ class Api:
                 while len(body) <= MAX_BODY_BYTES and (chunk := await request.content.read(MAX_BODY_BYTES + 1)):
                     body += chunk
         except TimeoutError:
-            self.rejected += 1
+            admission.rejected += 1
             response = error(408, "request body not received in time")
             response.force_close()
             await response.prepare(request)
@@ -231,11 +173,11 @@ class Api:
             request.protocol.force_close()
             return response
         try:
-            seq = self.admit(bytes(body))
+            seq = admission.admit(bytes(body))
         except Refused as exc:
             return error(exc.status, exc.message, **exc.headers)
-        if self.waits_for_cache:
-            await self.acknowledged(seq)
+        if admission.waits_for_cache:
+            await admission.acknowledged(seq)
         return web.Response(status=202)
 
     async def get_summary(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -365,14 +307,16 @@ class Api:
 
     def report(self) -> pb.ApiStats:
         """This instance's figures, as the cache keeps them for every instance."""
-        return pb.ApiStats(instance=self.options.instance, answers=self.answers,
-                           seconds=self.post_seconds.to_pb(), spool_pending=self.spool.pending,
+        admission = self.admission
+        return pb.ApiStats(instance=self.options.instance, answers=admission.answers,
+                           seconds=admission.post_seconds.to_pb(), spool_pending=self.spool.pending,
                            spool_bytes=self.spool.size_bytes, cache_backlog=self.shipper.cache_backlog,
                            backlog_limit=self.options.backlog_limit,
                            cache_connected=self.shipper.connected, published_at_ms=now_ms())
 
     def _local_stats(self) -> dict[str, object]:
-        return {"instance": self.options.instance, "accepted": self.accepted,
-                "rejected": self.rejected, "refused": self.refused, "unstorable": self.spool.unstorable,
+        admission = self.admission
+        return {"instance": self.options.instance, "accepted": admission.accepted,
+                "rejected": admission.rejected, "refused": admission.refused, "unstorable": self.spool.unstorable,
                 "spoolPending": self.spool.pending, "cacheBacklog": self.shipper.cache_backlog,
                 "cacheConnected": self.shipper.connected}

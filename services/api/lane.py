@@ -6,8 +6,8 @@ The hot path is the only request the load cares about, and aiohttp's request
 machinery (a task, a request object, header multidicts, a response object per
 request) cost the two instances 351 µs of CPU per payment against 222 µs with
 this lane, and 0.15 ms of median latency (BENCHMARKS.md, "What the CPU was
-spent on"). Both paths admit payments through the one ``Api.admit``, so they
-cannot disagree on what is accepted.
+spent on"). Both paths admit payments through the one ``Admission``
+(services/api/admission.py), so they cannot disagree on what is accepted.
 
 What a request costs here is its cost from cold caches: requests reach an
 instance milliseconds apart, with k6 and the other services running in
@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import orjson
 
-from services.api.handlers import CONTINUE, MAX_BODY_BYTES, PARTIAL_REQUEST_TIMEOUT_S, TOO_LARGE, Api, Refused
+from services.api.admission import CONTINUE, MAX_BODY_BYTES, PARTIAL_REQUEST_TIMEOUT_S, TOO_LARGE, Admission, Refused
 
 MAX_HEAD_BYTES = 8 * 1024
 # What nginx sends for ``location = /payments`` with ``proxy_pass_request_headers
@@ -142,10 +142,10 @@ def _parse_head(head: bytes) -> Head:
 class PaymentsLane(asyncio.Protocol):
     """One connection from nginx: requests in, answers out, in order."""
 
-    __slots__ = ("api", "_transport", "_buffer", "_waiting", "_answering", "_continued", "_cutoff")
+    __slots__ = ("admission", "_transport", "_buffer", "_waiting", "_answering", "_continued", "_cutoff")
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiting = False  # an answer is pending ("cache" ack mode)
@@ -189,7 +189,7 @@ class PaymentsLane(asyncio.Protocol):
                     raise BadFraming(413, TOO_LARGE)
             except BadFraming as exc:
                 self._send(http_error(exc.status, str(exc), close=True), keep_alive=False)
-                self.api.answered(exc.status)
+                self.admission.invalid(exc.status)
                 return
             start = end + 4
             if len(buffer) < start + head.length:
@@ -224,7 +224,7 @@ class PaymentsLane(asyncio.Protocol):
         self._cutoff = None
         if self._transport is not None and self._buffer and not self._waiting:
             self._send(http_error(408, "request not received in time", close=True), keep_alive=False)
-            self.api.answered(408)
+            self.admission.invalid(408)
 
     def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool) -> None:
         if path != b"/payments":
@@ -241,26 +241,26 @@ class PaymentsLane(asyncio.Protocol):
     def _accept(self, body: bytes, keep_alive: bool) -> None:
         """``POST /payments``: admit the body, then answer now or once the cache holds it."""
         started = perf_counter()
-        api = self.api
+        admission = self.admission
         try:
-            seq = api.admit(body)
+            seq = admission.admit(body)
         except Refused as exc:
             self._send(http_error(exc.status, exc.message, exc.headers, close=not keep_alive), keep_alive)
-            api.answered(exc.status, started)
+            admission.answered(exc.status, started)
             return
-        if api.waits_for_cache:
+        if admission.waits_for_cache:
             self._waiting = True
             self._answering = asyncio.ensure_future(self._answer_when_acknowledged(seq, keep_alive, started))
             return
         self._send(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE, keep_alive)
-        api.answered(202, started)
+        admission.answered(202, started)
 
     async def _answer_when_acknowledged(self, seq: int, keep_alive: bool, started: float) -> None:
-        await self.api.acknowledged(seq)
+        await self.admission.acknowledged(seq)
         self._waiting = False
         if self._transport is not None:
             self._send(ACCEPTED if keep_alive else ACCEPTED_AND_CLOSE, keep_alive)
-            self.api.answered(202, started)
+            self.admission.answered(202, started)
             self._serve_buffered()
 
     def _send(self, answer: bytes, keep_alive: bool) -> None:

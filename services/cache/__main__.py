@@ -29,6 +29,7 @@ from services.common import logs, runtime, supervision
 from services.common.config import ConfigError, env_choice, env_int, load_or_exit
 from services.common.listen import replace_stale
 from services.common.rpc import pipeline_pb2_grpc
+from services.common.rpc_client import MESSAGE_OPTIONS
 
 STORES = ("memory", "redis")
 
@@ -103,7 +104,7 @@ async def serve(settings: CacheSettings) -> None:
     log = logs.setup("cache")
     store = make_store(settings)
     await store.start()
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    server = grpc.aio.server(options=MESSAGE_OPTIONS)
     service = CacheService(store, retention_ms=settings.retention_ms,
                            supervisor_status=env_str(supervision.ENV, ""))
     pipeline_pb2_grpc.add_CacheServicer_to_server(service, server)

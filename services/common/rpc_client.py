@@ -9,6 +9,12 @@ import grpc
 
 from services.common.rpc import pipeline_pb2_grpc
 
+# The largest message either end takes, past gRPC's 4 MiB default: headroom
+# so that no message the services exchange (a shipped batch, a Stats or
+# Metrics reply carrying every instance) is ever refused for its size. The
+# cache's server and every client channel set it from here.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MESSAGE_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -16,7 +22,7 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    *MESSAGE_OPTIONS,
 ]
 
 

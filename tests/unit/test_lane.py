@@ -1,7 +1,7 @@
 """The payments lane as a protocol: bytes from nginx in, HTTP answers out.
 
-A recording transport stands in for the socket; the Api, its admission rules
-and the spool are the real ones (the cache is never reached: nothing ships).
+A recording transport stands in for the socket; the admission rules and the
+spool are the real ones (the cache is never reached: nothing ships).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.api import lane as lane_module
-from services.api.handlers import Api, ApiOptions
+from services.api.admission import Admission
 from services.api.lane import PaymentsLane
-from services.api.shipper import Shipper
 from services.api.spool import Spool
 
 
@@ -39,16 +38,22 @@ class RecordingTransport(asyncio.Transport):
         return self.closed
 
 
-def make_api(tmp_path: Path, max_backlog: int = 1000, ack_mode: str = "spool") -> Api:
+class NoCache:
+    """Nothing ships in these tests: the cache never holds anything."""
+
+    cache_backlog = 0
+
+    async def wait_acked(self, seq: int) -> None:
+        await asyncio.Event().wait()
+
+
+def make_admission(tmp_path: Path, max_backlog: int = 1000, ack_mode: str = "spool") -> Admission:
     spool = Spool(tmp_path, max_pending=max_backlog)
-    shipper = Shipper(spool, None, batch_max=10, linger_seconds=0)  # type: ignore[arg-type]
-    options = ApiOptions(ack_mode=ack_mode, ack_timeout_seconds=0.05, rpc_timeout_seconds=1,
-                         instance="test")
-    return Api(options, spool, shipper, None)  # type: ignore[arg-type]
+    return Admission(spool, NoCache(), waits_for_cache=ack_mode == "cache", ack_timeout_seconds=0.05)
 
 
-def connect(api: Api) -> tuple[PaymentsLane, RecordingTransport]:
-    lane, transport = PaymentsLane(api), RecordingTransport()
+def connect(admission: Admission) -> tuple[PaymentsLane, RecordingTransport]:
+    lane, transport = PaymentsLane(admission), RecordingTransport()
     lane.connection_made(transport)
     return lane, transport
 
@@ -84,25 +89,25 @@ def answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
 
 
 def test_a_valid_payment_is_spooled_and_accepted(tmp_path: Path) -> None:
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     correlation_id = str(uuid.uuid4())
     lane.data_received(post(slip(correlation_id)))
     assert answers(transport.out) == [(202, {"content-length": "0"}, b"")]
-    assert api.spool.holds(correlation_id) and api.accepted == 1
+    assert admission.spool.holds(correlation_id) and admission.accepted == 1
     assert not transport.closed
 
 
 @pytest.mark.parametrize("frame", [post, from_nginx])
 def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path: Path, frame) -> None:
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     stream = frame(slip()) + frame(b"{not json") + frame(slip())
     for i in range(len(stream)):
         lane.data_received(stream[i:i + 1])
     lane.data_received(frame(slip()) + post(slip()))
     assert [status for status, _, _ in answers(transport.out)] == [202, 400, 202, 202, 202]
-    assert api.accepted == 4 and api.spool.pending == 4
+    assert admission.accepted == 4 and admission.spool.pending == 4
 
 
 @pytest.mark.parametrize(("body", "status", "message"), [
@@ -116,17 +121,17 @@ def test_requests_split_anywhere_or_sent_together_are_answered_in_order(tmp_path
 @pytest.mark.parametrize("frame", [post, from_nginx])
 def test_bad_slips_get_a_json_error_and_keep_the_connection(tmp_path: Path, body: bytes, status: int,
                                                             message: str, frame) -> None:
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     lane.data_received(frame(body))
     [(got, headers, payload)] = answers(transport.out)
     assert (got, orjson.loads(payload)) == (status, {"error": message})
     assert headers["content-type"] == "application/json"
-    assert api.spool.pending == 0 and api.rejected == 1 and not transport.closed
+    assert admission.spool.pending == 0 and admission.rejected == 1 and not transport.closed
 
 
 def test_other_methods_and_paths_are_refused_in_json(tmp_path: Path) -> None:
-    lane, transport = connect(make_api(tmp_path))
+    lane, transport = connect(make_admission(tmp_path))
     lane.data_received(post(b"", method=b"GET") + post(slip(), path=b"/elsewhere"))
     (status, headers, body), (status2, _, body2) = answers(transport.out)
     assert (status, headers["allow"], orjson.loads(body)) == (405, "POST", {"error": "GET is not allowed here"})
@@ -134,7 +139,7 @@ def test_other_methods_and_paths_are_refused_in_json(tmp_path: Path) -> None:
 
 
 def test_a_query_string_does_not_change_the_endpoint(tmp_path: Path) -> None:
-    lane, transport = connect(make_api(tmp_path))
+    lane, transport = connect(make_admission(tmp_path))
     lane.data_received(post(slip(), path=b"/payments?x=1"))
     assert answers(transport.out)[0][0] == 202
 
@@ -167,40 +172,40 @@ def test_a_query_string_does_not_change_the_endpoint(tmp_path: Path) -> None:
 ])
 def test_unframeable_requests_are_answered_then_closed(tmp_path: Path, request_bytes: bytes,
                                                        status: int) -> None:
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     lane.data_received(request_bytes)
     [(got, headers, body)] = answers(transport.out)
     assert got == status and "error" in orjson.loads(body)
     assert headers["connection"] == "close" and transport.closed
-    assert api.spool.pending == 0
+    assert admission.spool.pending == 0
     lane.data_received(post(slip()))  # late bytes on a closed connection are ignored
-    assert api.spool.pending == 0
+    assert admission.spool.pending == 0
 
 
 def test_http_1_0_and_connection_close_end_the_connection(tmp_path: Path) -> None:
     for kind in ({"version": b"HTTP/1.0"}, {"extra": b"Connection: close\r\n"}):
-        lane, transport = connect(make_api(tmp_path / str(len(kind))))
+        lane, transport = connect(make_admission(tmp_path / str(len(kind))))
         lane.data_received(post(slip(), **kind))  # type: ignore[arg-type]
         [(status, headers, _)] = answers(transport.out)
         assert (status, headers["connection"], transport.closed) == (202, "close", True)
 
 
 def test_a_full_backlog_answers_503_with_retry_after(tmp_path: Path) -> None:
-    api = make_api(tmp_path, max_backlog=1)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path, max_backlog=1)
+    lane, transport = connect(admission)
     lane.data_received(post(slip()) + post(slip()))
     (first, _, _), (second, headers, body) = answers(transport.out)
     assert (first, second, headers["retry-after"]) == (202, 503, "1")
-    assert api.spool.pending == 1 and api.refused == 1
+    assert admission.spool.pending == 1 and admission.refused == 1
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=8))
 def test_arbitrary_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory,
                                      chunks: list[bytes]) -> None:
-    api = make_api(tmp_path_factory.mktemp("lane"))
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path_factory.mktemp("lane"))
+    lane, transport = connect(admission)
     for chunk in [b"POST /payments HTTP/1.1\r\n", *chunks]:
         lane.data_received(chunk)
     for status, _headers, body in answers(transport.out):
@@ -209,10 +214,10 @@ def test_arbitrary_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.mark.asyncio
 async def test_cache_ack_mode_answers_in_order_once_acknowledged_or_timed_out(tmp_path: Path) -> None:
-    api = make_api(tmp_path, ack_mode="cache")  # nothing ships here: every wait times out
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path, ack_mode="cache")  # nothing ships here: every wait times out
+    lane, transport = connect(admission)
     lane.data_received(post(slip()) + post(b"{bad"))
-    assert transport.out == b"" and api.spool.pending == 1  # spooled, answer held
+    assert transport.out == b"" and admission.spool.pending == 1  # spooled, answer held
     await asyncio.sleep(0.2)
     assert [status for status, _, _ in answers(transport.out)] == [202, 400]
 
@@ -221,15 +226,15 @@ async def test_cache_ack_mode_answers_in_order_once_acknowledged_or_timed_out(tm
 def test_a_body_too_large_in_nginx_form_is_refused(tmp_path: Path, whole: bool) -> None:
     """Whole, it is refused on a connection still usable; split, the head alone
     refuses it, and the connection closes because the body is not read."""
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     request = from_nginx(b" " * 20_000)
     for chunk in [request] if whole else [request[:100], request[100:]]:
         if not transport.closed:
             lane.data_received(chunk)
     [(status, _, body)] = answers(transport.out)
     assert status == 413 and "body larger than" in orjson.loads(body)["error"]
-    assert transport.closed is not whole and api.spool.pending == 0
+    assert transport.closed is not whole and admission.spool.pending == 0
 
 
 @pytest.mark.parametrize("extra", [
@@ -238,30 +243,30 @@ def test_a_body_too_large_in_nginx_form_is_refused(tmp_path: Path, whole: bool) 
     b"Connection: keep-alive, Upgrade\r\n",
 ])
 def test_heads_that_are_odd_but_unambiguous_are_served(tmp_path: Path, extra: bytes) -> None:
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     body = slip()
     lane.data_received(post(body, extra=extra.replace(b"%d", str(len(body)).encode())))
     assert [status for status, _, _ in answers(transport.out)] == [202]
-    assert api.spool.pending == 1 and not transport.closed
+    assert admission.spool.pending == 1 and not transport.closed
 
 
 def test_an_absolute_uri_is_the_same_endpoint(tmp_path: Path) -> None:
-    lane, transport = connect(make_api(tmp_path))
+    lane, transport = connect(make_admission(tmp_path))
     lane.data_received(post(slip(), path=b"http://api/payments") + post(slip(), path=b"HTTPS://api/payments?x")
                        + post(slip(), path=b"http://api/elsewhere"))
     assert [status for status, _, _ in answers(transport.out)] == [202, 202, 404]
 
 
 def test_blank_lines_before_a_request_are_ignored(tmp_path: Path) -> None:
-    lane, transport = connect(make_api(tmp_path))
+    lane, transport = connect(make_admission(tmp_path))
     lane.data_received(post(slip()) + b"\r\n" + post(slip()))
     assert [status for status, _, _ in answers(transport.out)] == [202, 202]
 
 
 def test_expect_100_continue_is_answered_once_before_the_body(tmp_path: Path) -> None:
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     request = post(slip(), extra=b"Expect: 100-Continue\r\n")
     head_end = request.index(b"\r\n\r\n") + 4
     lane.data_received(request[:head_end])
@@ -271,7 +276,7 @@ def test_expect_100_continue_is_answered_once_before_the_body(tmp_path: Path) ->
     assert transport.out.count(b"100 Continue") == 1
     assert answers(transport.out.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))[0][0] == 202
     lane.data_received(request)  # the next request on the connection gets its own 100
-    assert transport.out.count(b"100 Continue") == 1 and api.spool.pending == 2  # whole at once: none needed
+    assert transport.out.count(b"100 Continue") == 1 and admission.spool.pending == 2  # whole at once: none needed
 
 
 @pytest.mark.parametrize("request_bytes", [
@@ -279,7 +284,7 @@ def test_expect_100_continue_is_answered_once_before_the_body(tmp_path: Path) ->
     post(b"x" * 20_000, extra=b"Expect: 100-continue\r\n"),  # refused on its head: the final answer instead
 ])
 def test_no_100_continue_where_it_has_no_place(tmp_path: Path, request_bytes: bytes) -> None:
-    lane, transport = connect(make_api(tmp_path))
+    lane, transport = connect(make_admission(tmp_path))
     lane.data_received(request_bytes[:request_bytes.index(b"\r\n\r\n") + 4])
     assert b"100 Continue" not in transport.out
 
@@ -287,20 +292,20 @@ def test_no_100_continue_where_it_has_no_place(tmp_path: Path, request_bytes: by
 @pytest.mark.asyncio
 async def test_a_request_that_stops_arriving_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 0.05)
-    api = make_api(tmp_path)
-    lane, transport = connect(api)
+    admission = make_admission(tmp_path)
+    lane, transport = connect(admission)
     lane.data_received(post(slip())[:-3])
     await asyncio.sleep(0.1)
     [(status, headers, body)] = answers(transport.out)
     assert (status, headers["connection"], transport.closed) == (408, "close", True)
-    assert "error" in orjson.loads(body) and api.spool.pending == 0
+    assert "error" in orjson.loads(body) and admission.spool.pending == 0
 
 
 @pytest.mark.asyncio
 async def test_the_clock_runs_per_request_and_not_on_an_idle_connection(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 0.1)
-    lane, transport = connect(make_api(tmp_path))
+    lane, transport = connect(make_admission(tmp_path))
     request = post(slip())
     for _ in range(3):  # each request completes within its time, though all three take longer
         lane.data_received(request[:10])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from services.api import admission
 from tools import nginx_conf
 from tools.stack import nginx_binary
 
@@ -86,3 +87,16 @@ def test_an_instance_that_timed_out_is_skipped_for_a_while() -> None:
     assert len(servers) == 4
     for options in servers:
         assert "max_fails=1" in options.split() and re.search(r"fail_timeout=\d+s", options)
+
+
+def test_nginx_refuses_a_body_at_the_apis_limit_in_the_apis_words() -> None:
+    """One body-size limit: nginx's client_max_body_size and its own 413 are
+    services/api/admission.py's MAX_BODY_BYTES and TOO_LARGE."""
+    text = nginx_conf.SOURCE.read_text()
+    size = re.search(r"^\s*client_max_body_size\s+(\d+)([kKmM]?);", text, re.MULTILINE)
+    assert size is not None
+    factor = {"": 1, "k": 1024, "m": 1024 * 1024}[size[2].lower()]
+    assert int(size[1]) * factor == admission.MAX_BODY_BYTES
+    too_large = re.search(r"location @too_large \{[^}]*return 413 '([^']*)';", text)
+    assert too_large is not None
+    assert json.loads(too_large[1]) == {"error": admission.TOO_LARGE}
