@@ -83,8 +83,9 @@ chaos: install
 
 # Regenerate the gRPC stubs from protos/ (tests fail if they are stale).
 stubs: $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iservices/common/rpc=protos --python_out=. --pyi_out=. \
-	  --grpc_python_out=. protos/pipeline.proto
+	$(PY) -m grpc_tools.protoc -Iservices/common/rpc=protos --python_out=. --grpc_python_out=. \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. protos/pipeline.proto
 
 up:
 	docker compose up --build

@@ -1,10 +1,10 @@
 """``GET /metrics``: the whole system in Prometheus' text format.
 
 Rendered here, in the cache (the ``Metrics`` RPC), and relayed by whichever
-api nginx asks: rendering takes milliseconds of Python, which on an api would
-hold up the POSTs queued behind it once per scrape (BENCHMARKS.md, "Metrics
-and health": a scrape a second raised the official scenario's p99 when the
-api rendered it).
+api nginx asks: rendering is enough Python that, on an api, it would hold up
+the POSTs queued behind it once per scrape; a scrape a second raised the
+official scenario's p99 when the api rendered it
+(BENCHMARKS.md, "Decisions in force": /metrics rendered by the cache).
 
 Built per scrape from one Stats reply (the cache's state, every consumer's and
 every api instance's last report) and rendered by prometheus_client: a
@@ -21,7 +21,7 @@ own and fall to 0 with a purge.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -177,7 +177,7 @@ class Snapshot(Collector):
         yield fsync
 
 
-def _newest_per_instance(consumers: list[pb.ConsumerStats]) -> list[pb.ConsumerStats]:
+def _newest_per_instance(consumers: Iterable[pb.ConsumerStats]) -> list[pb.ConsumerStats]:
     """One report per instance label: a restarted consumer keeps its name while
     its predecessor's heartbeat has not lapsed yet, and two series with the
     same labels would make Prometheus refuse the whole scrape."""

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -32,6 +32,8 @@ from services.common.rpc import pipeline_pb2_grpc
 
 log = logging.getLogger("cache.server")
 T = TypeVar("T")
+# Each RPC gets a context typed by its own messages; nothing here depends on which.
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 _STATE_NAMES = {State.QUEUED: "pending", State.DELAYED: "pending",
                 State.LEASED: "processing", State.DONE: "processed", State.REJECTED: "rejected"}
@@ -51,7 +53,7 @@ def _totals(totals: Totals) -> pb.ProcessorTotals:
 
 def _payment(lent: Lent) -> pb.Payment:
     return pb.Payment(correlation_id=lent.correlation_id, amount_cents=lent.amount_cents,
-                      check=lent.check, attempts=lent.lease)
+                      check=lent.check, lease=lent.lease, attempts=lent.attempts)
 
 
 def _health(health: Health) -> pb.ProcessorHealth:
@@ -60,7 +62,7 @@ def _health(health: Health) -> pb.ProcessorHealth:
                               checked_at_ms=health.checked_at_ms)
 
 
-async def _or_unavailable(call: Awaitable[T], context: grpc.aio.ServicerContext) -> T:
+async def _or_unavailable(call: Awaitable[T], context: Context) -> T:
     """The store's answer, or UNAVAILABLE for the caller to retry when the store
     cannot be reached (nothing is known to have changed)."""
     try:
@@ -76,22 +78,22 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         self.retention_ms = retention_ms  # told to whoever looks up an id the store does not know
         self.supervisor_status = supervisor_status  # make run's restart counts, for /metrics
 
-    async def _submit(self, batch: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
+    async def _submit(self, batch: pb.SubmitBatch, context: Context) -> pb.SubmitAck:
         submitted = await _or_unavailable(
             self.store.submit([(p.correlation_id, p.amount_cents) for p in batch.payments]), context)
         return pb.SubmitAck(seq=batch.seq, accepted=submitted.new, duplicates=submitted.duplicates,
                             backlog=submitted.backlog)
 
     async def Submit(self, request_iterator: AsyncIterator[pb.SubmitBatch],
-                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SubmitAck]:
+                     context: Context) -> AsyncIterator[pb.SubmitAck]:
         async for batch in request_iterator:
             yield await self._submit(batch, context)
 
-    async def Enqueue(self, request: pb.SubmitBatch, context: grpc.aio.ServicerContext) -> pb.SubmitAck:
+    async def Enqueue(self, request: pb.SubmitBatch, context: Context) -> pb.SubmitAck:
         return await self._submit(request, context)
 
     async def DequeueBatch(self, request: pb.DequeueRequest,
-                           context: grpc.aio.ServicerContext) -> pb.DequeueReply:
+                           context: Context) -> pb.DequeueReply:
         limit = min(request.max or 1, MAX_DEQUEUE)
         wait = min(request.wait_ms, MAX_WAIT_MS) / 1000
         taken = await _or_unavailable(self.store.take(limit, request.consumer, wait), context)
@@ -103,28 +105,29 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
         return pb.DequeueReply(payments=[_payment(lent) for lent in taken])
 
     async def Complete(self, request: pb.CompleteRequest,
-                       context: grpc.aio.ServicerContext) -> pb.CompleteReply:
+                       context: Context) -> pb.CompleteReply:
         recorded, ignored = await _or_unavailable(self.store.complete(
             [Completed(c.correlation_id, c.processor, c.amount_cents, c.requested_at_ms)
              for c in request.completions]), context)
         return pb.CompleteReply(recorded=recorded, ignored=ignored)
 
     async def Requeue(self, request: pb.RequeueRequest,
-                      context: grpc.aio.ServicerContext) -> pb.RequeueReply:
+                      context: Context) -> pb.RequeueReply:
+        # Each names the lease it returns (Payment.lease): a stale one is ignored.
         count = await _or_unavailable(self.store.requeue(
-            [HandBack(r.payment.correlation_id, tuple(r.payment.check), r.delay_ms, r.payment.attempts)
+            [HandBack(r.payment.correlation_id, tuple(r.payment.check), r.delay_ms, r.payment.lease)
              for r in request.retries]), context)
         return pb.RequeueReply(requeued=count)
 
     async def Reject(self, request: pb.RejectRequest,
-                     context: grpc.aio.ServicerContext) -> pb.RejectReply:
+                     context: Context) -> pb.RejectReply:
         count = await _or_unavailable(self.store.reject(
             [Rejection(r.correlation_id, r.processor, r.reason, r.lease) for r in request.rejections]),
             context)
         return pb.RejectReply(rejected=count)
 
     async def Revive(self, request: pb.ReviveRequest,
-                     context: grpc.aio.ServicerContext) -> pb.ReviveReply:
+                     context: Context) -> pb.ReviveReply:
         state = await _or_unavailable(self.store.revive(request.correlation_id), context)
         if state is not None:
             log.info("rejected payment revived" if state is State.QUEUED else "revive refused",
@@ -133,7 +136,7 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
                               state="unknown" if state is None else _STATE_NAMES[state])
 
     async def Heartbeat(self, request: pb.HeartbeatRequest,
-                        context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
+                        context: Context) -> pb.HeartbeatReply:
         pulse = await _or_unavailable(self.store.heartbeat(Beat(
             request.consumer, request.ttl_ms, request.settle_ms,
             request.stats.SerializeToString(), request.leaving)), context)
@@ -142,27 +145,27 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
             health=[_health(h) for h in pulse.health])
 
     async def ClaimHealthPoll(self, request: pb.PollClaim,
-                              context: grpc.aio.ServicerContext) -> pb.PollGrant:
+                              context: Context) -> pb.PollGrant:
         wait = await _or_unavailable(
             self.store.claim_poll(request.processor, request.token, request.interval_ms), context)
         return pb.PollGrant(wait_ms=wait)
 
     async def ReportHealth(self, request: pb.HealthReport,
-                           context: grpc.aio.ServicerContext) -> pb.HealthAck:
+                           context: Context) -> pb.HealthAck:
         accepted = await _or_unavailable(self.store.report_health(
             request.processor, request.token, request.failing if request.answered else None,
             request.min_response_time_ms, request.retry_after_ms), context)
         return pb.HealthAck(accepted=accepted)
 
     async def Summary(self, request: pb.SummaryRequest,
-                      context: grpc.aio.ServicerContext) -> pb.SummaryReply:
+                      context: Context) -> pb.SummaryReply:
         totals = await _or_unavailable(self.store.totals(
             request.from_us if request.HasField("from_us") else None,
             request.to_us if request.HasField("to_us") else None), context)
         return pb.SummaryReply(default=_totals(totals["default"]), fallback=_totals(totals["fallback"]))
 
     async def Lookup(self, request: pb.LookupRequest,
-                     context: grpc.aio.ServicerContext) -> pb.LookupReply:
+                     context: Context) -> pb.LookupReply:
         record = await _or_unavailable(self.store.lookup(request.correlation_id), context)
         if record is None:
             return pb.LookupReply(state="unknown", retention_ms=self.retention_ms)
@@ -171,22 +174,22 @@ class CacheService(pipeline_pb2_grpc.CacheServicer):
                               amount_cents=record.amount_cents, attempts=record.attempts,
                               reason=record.reason)
 
-    async def Purge(self, request: pb.PurgeRequest, context: grpc.aio.ServicerContext) -> pb.PurgeReply:
+    async def Purge(self, request: pb.PurgeRequest, context: Context) -> pb.PurgeReply:
         return pb.PurgeReply(purged=await _or_unavailable(self.store.purge(), context))
 
-    async def ReportApi(self, request: pb.ApiStats, context: grpc.aio.ServicerContext) -> pb.ApiReportAck:
+    async def ReportApi(self, request: pb.ApiStats, context: Context) -> pb.ApiReportAck:
         await _or_unavailable(self.store.report_api(request.instance, request.SerializeToString(),
                                                     API_REPORT_TTL_MS), context)
         return pb.ApiReportAck()
 
-    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
+    async def Stats(self, request: pb.StatsRequest, context: Context) -> pb.StatsReply:
         return await self._stats(context)
 
-    async def Metrics(self, request: pb.MetricsRequest, context: grpc.aio.ServicerContext) -> pb.MetricsReply:
+    async def Metrics(self, request: pb.MetricsRequest, context: Context) -> pb.MetricsReply:
         reply = await self._stats(context)
         return pb.MetricsReply(exposition=render(reply, supervision.restarts(self.supervisor_status)))
 
-    async def _stats(self, context: grpc.aio.ServicerContext) -> pb.StatsReply:
+    async def _stats(self, context: Context) -> pb.StatsReply:
         stats, totals = await _or_unavailable(
             asyncio.gather(self.store.stats(), self.store.totals(None, None)), context)
         consumers = [pb.ConsumerStats.FromString(blob) for blob in stats.consumers]
@@ -221,13 +224,13 @@ def _sum_consumers(consumers: list[pb.ConsumerStats], health: tuple[Health, ...]
     for one in consumers:
         for calls in one.calls:
             by_processor.setdefault(calls.processor, []).append(calls)
-    for processor, calls in sorted(by_processor.items()):
+    for processor, of_processor in sorted(by_processor.items()):
         outcomes: dict[str, int] = {}
-        for each in calls:
+        for each in of_processor:
             for outcome, count in each.outcomes.items():
                 outcomes[outcome] = outcomes.get(outcome, 0) + count
         total.calls.append(pb.ProcessorCalls(processor=processor, outcomes=outcomes,
-                                             seconds=added(each.seconds for each in calls)))
+                                             seconds=added(each.seconds for each in of_processor)))
     return total
 
 

@@ -42,8 +42,24 @@ The rules (``tests/integration/test_store_contract.py`` runs them against both):
   whose heartbeat lapses loses every lease once the attempts it made can no
   longer land (its settle time). Either way the payment goes back to the head
   of the queue, marked to be checked at every processor before it is sent
-  again, and its lease number grows, so the old holder's hand-backs are ignored.
-- A hand-back names the lease it returns; one naming an earlier lease is stale.
+  again.
+- Every lending carries a *lease* number (``Lent.lease``, ``Payment.lease`` on
+  the wire) that no earlier lending of that payment carried. A hand-back or a
+  rejection names the lease it ends; one naming an earlier lease is *stale*
+  and ignored (counted in ``stale_requeues``): it comes from a job that
+  outlived its lease, or is a report sent again after its reply was lost, and
+  were it honoured it would end the *current* lease and overwrite what the
+  current job knows must be checked. A completion names no lease: whichever
+  lease charged it, the processor holds it, so it is recorded (once).
+- ``attempts`` is a count, for the operator: how many times the payment went
+  back to the queue (a hand-back, a lease that ran out, a revival). Both
+  stores keep one counter for the two: between two lendings of a payment it
+  goes back to the queue exactly once (a rejected payment: by its revival),
+  so the count of returns so far numbers the lease, 0, 1, 2, ... (a journal's
+  replay restores a lease under its number: a consumer that outlived the
+  cache still names the current one). Only that counter is stored, as
+  before, so journals and Redis records written by earlier versions (whose
+  lease travelled as ``Payment.attempts``) read as they are.
 - A completion is recorded once, whatever the payment's state (a late report
   after the lease ran out still counts: the processor holds the payment).
 - A payment a processor refuses (a 4XX that is about *that* payment) is
@@ -93,7 +109,8 @@ class Lent:
     correlation_id: str
     amount_cents: int
     check: tuple[str, ...]  # processors that may already hold it
-    lease: int  # which lease this is (grows with every hand-back and expiry)
+    lease: int  # the lease this lending is under: a hand-back or rejection must name it
+    attempts: int  # times it went back to the queue so far (a count, Payment.attempts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +126,7 @@ class HandBack:
     correlation_id: str
     check: tuple[str, ...]
     delay_ms: int  # not handed out again before this long from now
-    lease: int | None  # the lease returned; None: whichever is current (tools)
+    lease: int | None  # the lease returned (Lent.lease); None: whichever is current (tools)
 
 
 def one_line(text: str) -> str:
@@ -125,7 +142,7 @@ class Rejection:
     correlation_id: str
     processor: str
     reason: str  # what the processor answered, for the operator
-    lease: int  # the lease this ends; an earlier one is stale
+    lease: int  # the lease this ends (Lent.lease); an earlier one is stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +152,7 @@ class Record:
     correlation_id: str
     state: State
     amount_cents: int
-    attempts: int
+    attempts: int  # times it went back to the queue (a count: Lent.attempts)
     processor: str = ""  # who charged it, or who refused it
     requested_at_ms: int = 0
     reason: str = ""  # why it was rejected
@@ -214,12 +231,13 @@ class CacheStore(Protocol):
         """Record processed payments once. Returns (recorded, ignored)."""
 
     async def requeue(self, handbacks: Sequence[HandBack]) -> int:
-        """Hand leased payments back; stale or unknown ones are ignored. Returns
-        how many went back."""
+        """Hand leased payments back; stale ones (naming an earlier lease than
+        the current one) or unknown ones are ignored. Returns how many went back."""
 
     async def reject(self, rejections: Sequence[Rejection]) -> int:
-        """Park leased payments as rejected; stale or unknown ones are ignored.
-        Returns how many were parked."""
+        """Park leased payments as rejected; stale ones (naming an earlier
+        lease than the current one) or unknown ones are ignored. Returns how
+        many were parked."""
 
     async def revive(self, correlation_id: str) -> State | None:
         """An operator's re-queue of a rejected payment: back to the queue's

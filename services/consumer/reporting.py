@@ -34,7 +34,7 @@ class _Outbox(Generic[T]):
 
 
 class Reporter:
-    def __init__(self, stub: pipeline_pb2_grpc.CacheStub, *, flush_seconds: float,
+    def __init__(self, stub: pipeline_pb2_grpc.CacheAsyncStub, *, flush_seconds: float,
                  rpc_timeout_seconds: float = 5.0, backoff: Backoff | None = None) -> None:
         self._flush_seconds = flush_seconds
         self._backoff = backoff or Backoff(first=0.2, ceiling=2.0)
@@ -55,15 +55,18 @@ class Reporter:
         self._wake.set()
 
     def retry(self, payment: pb.Payment, check: tuple[str, ...], delay_seconds: float) -> None:
+        """Hand ``payment`` (as it was lent) back, naming its lease: should it
+        have been lent again meanwhile, the cache ignores this."""
         again = pb.Payment(correlation_id=payment.correlation_id, amount_cents=payment.amount_cents,
-                           check=check, attempts=payment.attempts)  # which lease this hands back
+                           check=check, lease=payment.lease)
         self._retries.items.append(pb.Retry(payment=again, delay_ms=int(delay_seconds * 1000)))
         self._wake.set()
 
     def rejected(self, payment: pb.Payment, processor: str, reason: str) -> None:
+        """Park ``payment`` (as it was lent) as refused, naming the lease this ends."""
         self._rejections.items.append(pb.Rejection(
             correlation_id=payment.correlation_id, processor=processor, reason=reason,
-            lease=payment.attempts))
+            lease=payment.lease))
         self._wake.set()
 
     @property

@@ -17,12 +17,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+import grpc
 import pytest
+import redis.asyncio as aioredis
 
 from services.cache.memory import MemoryStore
 from services.cache.redis_store import RedisStore
+from services.cache.server import CacheService
 from services.cache.store import Beat, CacheStore, Completed, HandBack, Lent, Rejection, State, Totals
 from services.common.payment import PROCESSORS
+from services.common.rpc import pipeline_pb2 as pb
+from services.common.rpc import pipeline_pb2_grpc
+from services.consumer.reporting import Reporter
 from tools.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -85,7 +91,7 @@ async def test_take_is_fifo_and_bounded(open_store: Opener) -> None:
     async with open_store() as (store,):
         await store.submit([(f"p{i}", i + 1) for i in range(5)])
         first = await store.take(2, "c", 0)
-        assert first == [Lent("p0", 1, (), 0), Lent("p1", 2, (), 0)]
+        assert first == [Lent("p0", 1, (), 0, 0), Lent("p1", 2, (), 0, 0)]
         assert ids(await store.take(10, "c", 0)) == ["p2", "p3", "p4"]
         stats = await store.stats()
         assert (stats.queued, stats.leased, stats.backlog) == (0, 5, 5)
@@ -127,7 +133,7 @@ async def test_a_delayed_hand_back_waits_and_keeps_what_to_check(open_store: Ope
         started = time.monotonic()
         (again,) = await store.take(1, "c", 3.0)  # the long poll waits for it to be due
         assert 0.4 < time.monotonic() - started < 2.5
-        assert again == Lent("a", 1, ("default",), lent.lease + 1)
+        assert again == Lent("a", 1, ("default",), lent.lease + 1, 1)
         assert (await store.stats()).requeued == 1
 
 
@@ -146,6 +152,62 @@ async def test_a_stale_hand_back_is_ignored(open_store: Opener) -> None:
         assert await store.requeue([HandBack("missing", (), 0, 0)]) == 0
 
 
+@asynccontextmanager
+async def served(store: CacheStore) -> AsyncIterator[pipeline_pb2_grpc.CacheAsyncStub]:
+    """``store`` behind the real gRPC service, on a unix socket of its own."""
+    with tempfile.TemporaryDirectory(prefix="rinha-grpc-") as directory:
+        server = grpc.aio.server()
+        pipeline_pb2_grpc.add_CacheServicer_to_server(CacheService(store), server)
+        address = f"unix:{directory}/cache.sock"
+        server.add_insecure_port(address)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                yield pipeline_pb2_grpc.CacheStub(channel)
+        finally:
+            await server.stop(grace=None)
+
+
+async def test_a_hand_back_on_the_wire_names_its_lease_and_an_old_one_is_ignored(open_store: Opener) -> None:
+    """Payment.lease end to end: the cache lends under it, the consumer's
+    reporter names it, and a Retry or Rejection naming an earlier lease changes
+    nothing, whatever its attempts say."""
+    async with open_store() as (store,), served(store) as stub:
+        reporter = Reporter(stub, flush_seconds=0.01)
+        await stub.Enqueue(pb.SubmitBatch(seq=1, payments=[pb.Payment(correlation_id="a", amount_cents=190)]))
+
+        async def lend() -> pb.Payment:
+            (payment,) = (await stub.DequeueBatch(pb.DequeueRequest(max=1, consumer="c"))).payments
+            return payment
+
+        first = await lend()
+        assert (first.lease, first.attempts) == (0, 0)
+        reporter.retry(first, ("default",), 0)
+        assert await reporter.flush()
+        second = await lend()
+        assert (second.lease, second.attempts, list(second.check)) == (1, 1, ["default"])
+        # The first job's hand-back again (its reply was lost), then one naming
+        # the first lease whose attempts happen to equal the current lease:
+        # both stale, the current lease and what it must check stay.
+        reporter.retry(first, (), 0)
+        assert await reporter.flush()
+        stale = pb.Payment(correlation_id="a", amount_cents=190, lease=first.lease, attempts=second.lease)
+        assert (await stub.Requeue(pb.RequeueRequest(retries=[pb.Retry(payment=stale)]))).requeued == 0
+        reporter.rejected(first, "default", "default answered 400")
+        assert await reporter.flush()
+        found = await stub.Lookup(pb.LookupRequest(correlation_id="a"))
+        assert (found.state, found.attempts) == ("processing", 1)
+        stats = await stub.Stats(pb.StatsRequest())
+        assert (stats.stale_requeues, stats.requeued, stats.rejected) == (3, 1, 0)
+        record = await store.lookup("a")
+        assert record is not None and record.state is State.LEASED
+        # The current lease's rejection is honoured.
+        reporter.rejected(second, "default", "default answered 400")
+        assert await reporter.flush()
+        found = await stub.Lookup(pb.LookupRequest(correlation_id="a"))
+        assert (found.state, found.attempts, found.reason) == ("rejected", 1, "default answered 400")
+
+
 async def test_a_run_out_lease_comes_back_first_to_be_checked_everywhere(open_store: Opener) -> None:
     async with open_store(lease_ms=500) as (store,):
         await store.submit([("a", 1)])
@@ -155,7 +217,7 @@ async def test_a_run_out_lease_comes_back_first_to_be_checked_everywhere(open_st
         await asyncio.sleep(0.8)
         assert await store.expire() == 1
         first, second = await store.take(2, "c", 0)
-        assert first == Lent("a", 1, EVERYWHERE, lent.lease + 1) and second.correlation_id == "b"
+        assert first == Lent("a", 1, EVERYWHERE, lent.lease + 1, 1) and second.correlation_id == "b"
         # The old lease's hand-back is stale; its completion still counts (the
         # processor holds the payment) and is recorded once.
         assert await store.requeue([HandBack("a", (), 0, lent.lease)]) == 0
@@ -191,7 +253,7 @@ async def test_a_lapsed_consumers_leases_come_back_after_its_settle_time(open_st
                 assert brought_back == 0
             await asyncio.sleep(0.1)
         assert brought_back == 1
-        assert await store.take(5, "live", 0) == [Lent("dead's", 1, EVERYWHERE, 1)]
+        assert await store.take(5, "live", 0) == [Lent("dead's", 1, EVERYWHERE, 1, 1)]
         record = await store.lookup("live's")
         assert record is not None and record.state is State.LEASED
         assert len((await store.stats()).consumers) == 1
@@ -239,7 +301,7 @@ async def test_a_refused_payment_is_parked_with_its_reason_until_revived(open_st
         assert await store.revive("nope") is None
         assert await store.revive("a") is State.QUEUED
         again = await store.take(1, "c", 0)
-        assert again == [Lent("a", 190, (), a.lease + 1)]  # a new lease: reports about the old are stale
+        assert again == [Lent("a", 190, (), a.lease + 1, 1)]  # a new lease: reports about the old are stale
         record = await store.lookup("a")
         assert record is not None and (record.state, record.reason, record.processor) == (State.LEASED, "", "")
         assert (await store.stats()).rejected == 0
@@ -366,27 +428,69 @@ async def test_stats_of_live_consumers_only(open_store: Opener) -> None:
         assert (await store.stats()).consumers == (b"two's",)
 
 
+async def test_payments_stored_by_earlier_versions_keep_their_leases(redis_url: str) -> None:
+    """Redis records as earlier versions wrote them (six fields before the
+    acceptance time, seven since): their third field, the count of returns to
+    the queue, is still the lease they are lent under."""
+    prefix = f"{{t{next(_prefixes)}}}:"
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await raw.hset(prefix + "pay", mapping={"six": "1 100 2 default - 0",
+                                                "seven": "1 200 3 - - 0 1760000000000"})
+        await raw.zadd(prefix + "queue", {"six": 1, "seven": 2})
+    finally:
+        await raw.aclose()
+    store = RedisStore(redis_url, lease_ms=60_000, prefix=prefix)
+    await store.start()
+    try:
+        six, seven = await store.take(2, "c", 0)
+        assert six == Lent("six", 100, ("default",), 2, 2)
+        assert seven == Lent("seven", 200, (), 3, 3)
+        assert await store.requeue([HandBack("six", (), 0, 1)]) == 0  # an earlier lease
+        assert await store.reject([Rejection("seven", "default", "no", 2)]) == 0
+        assert await store.requeue([HandBack("six", (), 0, 2)]) == 1
+        assert await store.reject([Rejection("seven", "default", "no", 3)]) == 1
+        assert await store.take(1, "c", 0) == [Lent("six", 100, (), 3, 3)]
+        record = await store.lookup("seven")
+        assert record is not None and (record.state, record.attempts) == (State.REJECTED, 3)
+        assert (await store.stats()).stale_requeues == 2
+    finally:
+        await store.close()
+
+
 class Model:
-    """The rules without time (no delays, no expiry): what a store must agree with."""
+    """The rules without time (no delays, no expiry): what a store must agree with.
+
+    The lease and the attempts are kept apart here, as the rules state them
+    (store.py): every lending is under the next lease number (0, 1, 2, ...),
+    attempts count the returns to the queue; the stores derive both from one
+    counter, and this checks that they agree."""
 
     def __init__(self) -> None:
-        # id -> (state, cents, lease, check)
+        # id -> (state, cents, attempts, check)
         self.state: dict[str, tuple[State, int, int, tuple[str, ...]]] = {}
+        self.lendings: dict[str, int] = {}  # id -> how many times it was lent
         self.queue: list[str] = []
         self.done: dict[str, tuple[str, int, int]] = {}
 
     def submit(self, cid: str, cents: int) -> None:
         if cid not in self.state:
             self.state[cid] = (State.QUEUED, cents, 0, ())
+            self.lendings[cid] = 0
             self.queue.append(cid)
+
+    def lease(self, cid: str) -> int:
+        """The current (or last) lease of a payment lent at least once."""
+        return self.lendings[cid] - 1
 
     def take(self, limit: int) -> list[Lent]:
         taken, self.queue = self.queue[:limit], self.queue[limit:]
         lent = []
         for cid in taken:
-            _, cents, lease, check = self.state[cid]
-            self.state[cid] = (State.LEASED, cents, lease, check)
-            lent.append(Lent(cid, cents, check, lease))
+            _, cents, attempts, check = self.state[cid]
+            self.state[cid] = (State.LEASED, cents, attempts, check)
+            self.lendings[cid] += 1
+            lent.append(Lent(cid, cents, check, self.lease(cid), attempts))
         return lent
 
     def complete(self, cid: str, processor: str, cents: int, t: int) -> None:
@@ -398,8 +502,9 @@ class Model:
         self.done[cid] = (processor, cents, t)
 
     def requeue(self, cid: str, check: tuple[str, ...], lease: int) -> None:
-        if cid in self.state and self.state[cid][0] is State.LEASED and self.state[cid][2] == lease:
-            self.state[cid] = (State.QUEUED, self.state[cid][1], lease + 1, check)
+        if cid in self.state and self.state[cid][0] is State.LEASED and self.lease(cid) == lease:
+            _, cents, attempts, _ = self.state[cid]
+            self.state[cid] = (State.QUEUED, cents, attempts + 1, check)
             self.queue.append(cid)
 
 
@@ -435,11 +540,11 @@ async def test_random_histories_agree_with_the_model(open_store: Opener) -> None
                 await store.requeue([HandBack(cid, check, 0, lease)])
                 model.requeue(cid, check, lease)
                 if model.state[cid][0] is State.LEASED:
-                    leased[cid] = model.state[cid][2]  # the stale hand-back left it leased
-        for cid, (state, cents, lease, _) in model.state.items():
+                    leased[cid] = model.lease(cid)  # the stale hand-back left it leased
+        for cid, (state, cents, attempts, _) in model.state.items():
             record = await store.lookup(cid)
             assert record is not None
-            assert (record.state, record.amount_cents, record.attempts) == (state, cents, lease)
+            assert (record.state, record.amount_cents, record.attempts) == (state, cents, attempts)
         totals = await store.totals(None, None)
         for name in PROCESSORS:
             mine = [cents for processor, cents, _ in model.done.values() if processor == name]

@@ -28,7 +28,7 @@ def test_rejected_and_revived_payments_come_back_as_they_were(tmp_path: Path) ->
             store = await _reopened(path)
             a, b = await store.lookup("a"), await store.lookup("b")
             assert a is not None and (a.state, a.processor, a.reason) == (State.REJECTED, "default", "refused a")
-            assert b is not None and b.state is State.QUEUED and b.attempts == taken["b"].lease + 1
+            assert b is not None and b.state is State.QUEUED and b.attempts == taken["b"].attempts + 1
             stats = await store.stats()
             assert (stats.rejected, stats.backlog) == (1, 2)
             await store.close()

@@ -80,11 +80,39 @@ def test_a_hand_back_names_the_lease_it_returns() -> None:
     async def scenario() -> list[pb.Retry]:
         stub = CacheCalls(hang=set())
         reporter = Reporter(stub, flush_seconds=0.01)  # type: ignore[arg-type]
-        leased = pb.Payment(correlation_id="c3", amount_cents=100, check=["fallback"], attempts=3)
+        leased = pb.Payment(correlation_id="c3", amount_cents=100, check=["fallback"], lease=3)
         reporter.retry(leased, ("default",), 0.5)
         assert await reporter.flush()
         return stub.requeued
 
     (retry,) = asyncio.run(scenario())
-    assert (retry.payment.correlation_id, list(retry.payment.check), retry.payment.attempts) == ("c3", ["default"], 3)
+    assert (retry.payment.correlation_id, list(retry.payment.check), retry.payment.lease) == ("c3", ["default"], 3)
     assert retry.delay_ms == 500
+
+
+class Rejections:
+    """The Reject call alone, recording what it was sent."""
+
+    def __init__(self) -> None:
+        self.rejected: list[pb.Rejection] = []
+
+    async def Reject(self, request: pb.RejectRequest, **_: object) -> None:  # noqa: N802
+        self.rejected.extend(request.rejections)
+
+
+def test_reports_name_the_lease_not_the_attempts() -> None:
+    """A hand-back and a rejection name Payment.lease; Payment.attempts is a
+    count and is not what ends a lease."""
+    async def scenario() -> tuple[list[pb.Retry], list[pb.Rejection]]:
+        requeues, rejections = CacheCalls(hang=set()), Rejections()
+        retrying = Reporter(requeues, flush_seconds=0.01)  # type: ignore[arg-type]
+        rejecting = Reporter(rejections, flush_seconds=0.01)  # type: ignore[arg-type]
+        leased = pb.Payment(correlation_id="c4", amount_cents=100, lease=7, attempts=2)
+        retrying.retry(leased, (), 0.0)
+        rejecting.rejected(leased, "fallback", "fallback answered 422")
+        assert await retrying.flush() and await rejecting.flush()
+        return requeues.requeued, rejections.rejected
+
+    (retry,), (rejection,) = asyncio.run(scenario())
+    assert retry.payment.lease == 7
+    assert (rejection.correlation_id, rejection.processor, rejection.lease) == ("c4", "fallback", 7)

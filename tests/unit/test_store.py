@@ -21,7 +21,7 @@ def test_completion_is_recorded_once() -> None:
     done = Completed("a", "default", 190, 1_000)
     assert store.complete([done, done]) == (1, 1)
     assert store.totals("default", None, None) == Totals(1, 190)
-    assert store.lookup("a").state is State.DONE
+    assert store.entries["a"].state is State.DONE
     assert store.submit([("a", 190)]) == (0, 1)  # processed ids stay known
 
 
@@ -77,15 +77,15 @@ def test_purge_forgets_everything() -> None:
 def test_a_hand_back_from_an_expired_lease_does_not_cancel_the_current_one() -> None:
     store = Store(lease_seconds=10)
     store.submit([("a", 1)])
-    first_lease = store.take(1, now=0.0)[0].attempts  # what the consumer is sent
+    first_lease = store.take(1, now=0.0)[0].lease  # what the consumer is sent
     assert store.expire_leases(now=10.0) == 1  # the first job outlived its lease
-    second_lease = store.take(1, now=10.0)[0].attempts
+    second_lease = store.take(1, now=10.0)[0].lease
     assert (first_lease, second_lease) == (0, 1)
     assert not store.requeue("a", (), 0, now=11.0, lease=0)  # the first job's report
-    assert store.lookup("a").state is State.LEASED and store.lookup("a").check == ("default", "fallback")
+    assert store.entries["a"].state is State.LEASED and store.entries["a"].check == ("default", "fallback")
     assert store.counters.stale_requeues == 1
     assert store.requeue("a", ("fallback",), 0, now=11.0, lease=1)  # the current job's report
-    assert store.lookup("a").check == ("fallback",)
+    assert store.entries["a"].check == ("fallback",)
 
 
 def test_a_hand_back_re_sent_after_a_lost_reply_is_ignored_once_lent_again() -> None:
@@ -95,8 +95,31 @@ def test_a_hand_back_re_sent_after_a_lost_reply_is_ignored_once_lent_again() -> 
     assert store.requeue("a", ("default",), 0, now=0.0, lease=0)
     (again,) = store.take(1, now=0.0)
     assert not store.requeue("a", ("default",), 0, now=0.0, lease=0)
-    assert store.lookup("a").state is State.LEASED
-    assert store.requeue("a", (), 0, now=0.0, lease=again.attempts)
+    assert store.entries["a"].state is State.LEASED
+    assert store.requeue("a", (), 0, now=0.0, lease=again.lease)
+
+
+def test_every_lending_is_under_a_new_lease_and_attempts_count_the_returns() -> None:
+    store = Store(lease_seconds=10)
+    store.submit([("a", 1)])
+    leases = []
+    (lent,) = store.take(1, now=0.0)
+    leases.append(lent.lease)
+    assert store.requeue("a", (), 0, now=0.0, lease=lent.lease)  # a hand-back
+    (lent,) = store.take(1, now=0.0)
+    leases.append(lent.lease)
+    assert store.expire_leases(now=10.0) == 1  # a lease that ran out
+    (lent,) = store.take(1, now=10.0)
+    leases.append(lent.lease)
+    assert store.reject(Rejection("a", "default", "no", lent.lease))
+    assert store.revive("a") is State.QUEUED  # a revival
+    (lent,) = store.take(1, now=10.0)
+    leases.append(lent.lease)
+    assert leases == [0, 1, 2, 3] and lent.attempts == 3
+    for old in leases[:-1]:  # every earlier lease is stale, hand-back or rejection
+        assert not store.requeue("a", (), 0, now=10.0, lease=old)
+        assert not store.reject(Rejection("a", "default", "no", old))
+    assert store.counters.stale_requeues == 6 and store.entries["a"].state is State.LEASED
 
 
 def test_the_leases_of_gone_holders_come_back_and_the_others_stay() -> None:
@@ -106,8 +129,8 @@ def test_the_leases_of_gone_holders_come_back_and_the_others_stay() -> None:
     store.take(1, now=0.0, holder="me")
     assert store.expire_leases(now=1.0, holders=frozenset({"dead"})) == 1
     assert [e.correlation_id for e in store.take(5, now=1.0)] == ["gone"]
-    assert store.lookup("gone").check == ("default", "fallback")  # the dead one may have sent it
-    assert store.lookup("mine").state is State.LEASED and store.lookup("mine").lease_until == 60.0
+    assert store.entries["gone"].check == ("default", "fallback")  # the dead one may have sent it
+    assert store.entries["mine"].state is State.LEASED and store.entries["mine"].lease_until == 60.0
 
 
 class Clock:
@@ -130,7 +153,7 @@ def test_only_processed_payments_leave_the_index_after_the_retention() -> None:
     store.take(1)  # done
     store.complete([Completed("done", "default", 100, clock.ms)])
     (leased, rejected, delayed) = store.take(3, holder="c")
-    store.reject(Rejection("rejected", "default", "no", rejected.attempts))
+    store.reject(Rejection("rejected", "default", "no", rejected.lease))
     store.requeue("delayed", (), 3600.0 * 48)
     clock.ms += DAY
     assert store.expire_done() == 0  # exactly the retention: not yet
@@ -174,7 +197,7 @@ def test_a_charge_from_an_expired_life_is_recorded_but_not_counted_again() -> No
     clock.ms += 30_000
     # The processor answers 422 and its copy carries the first requestedAt.
     assert store.complete([Completed("a", "default", 190, first_charge)]) == (1, 0)
-    assert store.lookup("a").state is State.DONE
+    assert store.entries["a"].state is State.DONE
     assert store.totals("default", None, None) == Totals(1, 190)
     assert store.counters.expired_duplicates == 1 and store.backlog == 0
 

@@ -53,9 +53,18 @@ Lines (space-separated; correlationIds are UUIDs, check lists comma-joined):
     E <id>                               lease expired: check everywhere first
     J <id> <processor> <reason ...>      rejected by <processor> (the reason: the rest of the line)
     V <id>                               revived: a rejected payment queued again
-    A <id> <n>                           hand-backs so far (snapshots only: replaying
-                                         the lines above counts them otherwise)
+    A <id> <n>                           returns to the queue so far, hence its lease's
+                                         number (snapshots only: replaying the lines
+                                         above counts them otherwise)
     X                                    purge
+
+No record holds a lease number: a payment's lease is numbered by its count of
+returns to the queue (``services/cache/store.py``), which the R, E and V
+records (in a snapshot, an A record) rebuild, so a lease replayed from H or L
+keeps the number its consumer holds, and a hand-back naming an earlier one is
+still stale. Giving the lease a wire field of its own (``Payment.lease``;
+before it, the same count travelled as ``Payment.attempts``) left this format
+as it was: journals written before it replay to the same leases.
 
 A snapshot holds the ledger as T records and the processed payments still in
 the index as D alone, in completion order (expiry pops them in that order), so
@@ -75,7 +84,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.cache.memory.state import Counters
+from services.cache.memory.state import QueueCounters
 from services.cache.store import Completed, State, StoreUnavailable, one_line
 from services.common import logs
 from services.common.metrics import Durations
@@ -173,7 +182,7 @@ class Journal:
                 state.restore_attempts(args[0], int(args[1]))
             elif kind == "X":
                 state.purge()
-        state.counters = Counters()
+        state.counters = QueueCounters()
         return count
 
     # -- the records --------------------------------------------------------

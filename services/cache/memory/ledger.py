@@ -47,7 +47,7 @@ class ProcessorLedger:
         self._block_amounts: list[int] = [0]
         self._clean_blocks = 0  # blocks before this one have an up-to-date prefix
         # The newest buckets, in plain lists until there is a block of them:
-        # appending to a list costs a third of appending to an array, and this
+        # appending to a list is cheaper than appending to an array, and this
         # is the completion path. Every read moves them into the arrays first.
         self._open_times: list[int] = []
         self._open_counts: list[int] = []

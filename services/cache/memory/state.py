@@ -48,7 +48,9 @@ class Entry:
     amount_cents: int
     state: State = State.QUEUED
     check: tuple[str, ...] = ()
-    attempts: int = 0  # hand-backs and expiries so far: the current lease's number
+    # Returns to the queue so far (hand-backs, expiries, revivals): a count,
+    # and the number of the current lease (``lease``).
+    attempts: int = 0
     lease_until: float = 0.0
     holder: str = ""  # the consumer the lease was lent to ("": unknown)
     processor: str = ""  # who charged it, or who refused it
@@ -61,9 +63,25 @@ class Entry:
     # index is what a long life keeps the most of.
     since_ms: int = 0
 
+    @property
+    def lease(self) -> int:
+        """The number of the lease it is (or will next be) lent under.
+
+        Derived, not stored: between two lendings an entry goes back to the
+        queue exactly once (``requeue``, ``expire``, or ``revive`` after a
+        rejection), and each of those counts an attempt, so the count of
+        returns numbers the lendings 0, 1, 2, ... A hand-back or rejection
+        naming an earlier number is stale (``requeue``, ``reject``). Not a
+        second counter, for the index's size and so that a journal of an
+        earlier version replays to the same lease numbers."""
+        return self.attempts
+
 
 @dataclass(slots=True)
-class Counters:
+class QueueCounters:
+    """Events the queue has counted, for /stats' "queue" and /metrics (the
+    consumer's are ``JobCounters``)."""
+
     duplicates: int = 0
     requeued: int = 0
     late_completions: int = 0
@@ -93,7 +111,7 @@ class MemoryState:
     # DONE entries in completion order; may hold entries forgotten meanwhile
     # (a journal's Y record), skipped when popped.
     done: deque[Entry] = field(default_factory=deque)
-    counters: Counters = field(default_factory=Counters)
+    counters: QueueCounters = field(default_factory=QueueCounters)
     _queued: int = 0
     _delayed: int = 0
     _rejected: int = 0
@@ -216,19 +234,20 @@ class MemoryState:
                 now: float | None = None, lease: int | None = None) -> bool:
         """Hand a leased payment back for another attempt.
 
-        ``lease`` is the lease number the payment was lent out with. A
+        ``lease`` is the lease the payment was lent out with (``Entry.lease``;
+        None: whichever is current, for tools and the journal's replay). A
         hand-back from an earlier lease (re-sent after a lost reply, or from a
         job that outlived its lease) is ignored: it would cancel the current
         lease and overwrite what the current job knows must be checked."""
         entry = self.leased.get(correlation_id)
         if entry is None or entry.state is not State.LEASED:
             return False
-        if lease is not None and lease != entry.attempts:
+        if lease is not None and lease != entry.lease:
             self.counters.stale_requeues += 1
             return False
         del self.leased[correlation_id]
         entry.check = tuple(name for name in check if name in PROCESSORS)
-        entry.attempts += 1
+        entry.attempts += 1  # back to the queue: its next lending is under a new lease
         self.counters.requeued += 1
         if self.journal:
             self.journal.handed_back(correlation_id, delay_seconds, entry.check)
@@ -248,7 +267,7 @@ class MemoryState:
         entry = self.leased.get(rejection.correlation_id)
         if entry is None:
             return False
-        if rejection.lease != entry.attempts:
+        if rejection.lease != entry.lease:
             self.counters.stale_requeues += 1
             return False
         del self.leased[rejection.correlation_id]
@@ -266,7 +285,7 @@ class MemoryState:
         self._leave(entry)
         entry.processor = entry.reason = ""
         entry.check = ()
-        entry.attempts += 1  # a new life: reports about the refused lease are stale
+        entry.attempts += 1  # back to the queue: reports about the refused lease are stale
         self._enqueue(entry)
         if self.journal:
             self.journal.revived(correlation_id)
@@ -286,7 +305,7 @@ class MemoryState:
         if entry is None:
             return
         entry.check = PROCESSORS
-        entry.attempts += 1  # a hand-back too: the expired lease's reports are stale
+        entry.attempts += 1  # back to the queue: the expired lease's reports are stale
         self._enqueue(entry, front=True)
         if self.journal:
             self.journal.expired(correlation_id)
@@ -367,7 +386,9 @@ class MemoryState:
     def restore_lease(self, holder: str, correlation_ids: Iterable[str]) -> None:
         """A lease from the journal, with a fresh deadline: a consumer that
         outlived the cache still reports its results, and only unreported
-        ones expire."""
+        ones expire. Its number is the one it was lent under (``Entry.lease``:
+        the records replayed before it counted the returns), so that
+        consumer's reports name the current lease."""
         deadline = time.monotonic() + self.lease_seconds
         for correlation_id in correlation_ids:
             entry = self.entries.get(correlation_id)
@@ -419,6 +440,8 @@ class MemoryState:
                 self._done -= 1
 
     def restore_attempts(self, correlation_id: str, attempts: int) -> None:
+        """A snapshot's count of returns to the queue (an A record), which is
+        also the number of the lease a restored lease is under."""
         entry = self.entries.get(correlation_id)
         if entry is not None:
             entry.attempts = attempts

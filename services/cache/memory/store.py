@@ -103,7 +103,8 @@ class MemoryStore:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.work.wait(), min(remaining, state.until_next_due()))
-        lent = [Lent(e.correlation_id, e.amount_cents, e.check, e.attempts) for e in taken]
+        lent = [Lent(e.correlation_id, e.amount_cents, e.check, lease=e.lease, attempts=e.attempts)
+                for e in taken]
         await self._durable()
         return lent
 

@@ -11,8 +11,10 @@ alternatives measured, in the README's "Scaling out").
 A call that cannot reach Redis, or gets no answer within the timeout, raises
 ``StoreUnavailable``: the server answers UNAVAILABLE and the caller retries.
 Every function is safe to repeat: submissions deduplicate, completions are
-recorded once, a repeated hand-back names a lease that is no longer current,
-and leases taken by a call whose answer was lost run out after the lease time.
+recorded once, a repeated hand-back or rejection names a lease that is no
+longer current (``Lent.lease``, checked by the functions: store.py has the
+rule), and leases taken by a call whose answer was lost run out after the
+lease time.
 """
 
 from __future__ import annotations
@@ -176,7 +178,10 @@ class RedisStore:
             next_due = reply[0] / 1000 if reply[0] >= 0 else math.inf
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._work.wait(), min(remaining, next_due, _BACKSTOP_SECONDS))
-        return [Lent(_text(reply[i]), int(reply[i + 1]), _check(reply[i + 2]), int(reply[i + 3]))
+        # The fourth of each: the lease it is lent under, which is also the
+        # payment's count of returns to the queue (store.lua, lease_of).
+        return [Lent(_text(reply[i]), int(reply[i + 1]), _check(reply[i + 2]),
+                     lease=int(reply[i + 3]), attempts=int(reply[i + 3]))
                 for i in range(1, len(reply), 4)]
 
     async def complete(self, results: Sequence[Completed]) -> tuple[int, int]:
@@ -258,8 +263,8 @@ class RedisStore:
             return None
         raw, reason = found
         # Six fields in records written before the acceptance time was added.
-        state, amount, lease, _check_list, processor, requested_at, *_accepted = _text(raw).split(" ")
-        return Record(correlation_id, State(int(state)), int(amount), int(lease),
+        state, amount, attempts, _check_list, processor, requested_at, *_accepted = _text(raw).split(" ")
+        return Record(correlation_id, State(int(state)), int(amount), int(attempts),
                       "" if processor == "-" else processor, int(requested_at), _text(reason))
 
     async def purge(self) -> int:

@@ -9,8 +9,11 @@ Time is Redis' own (TIME), never a cache front's: leases, delays, heartbeats
 and poll slots are compared on one clock whichever machine asks.
 
 Keys (P = KEYS[1]):
-  P.."pay"      hash  id -> "state amount lease check processor requestedAt accepted"
+  P.."pay"      hash  id -> "state amount attempts check processor requestedAt accepted"
                       (state 1 queued, 2 delayed, 3 leased, 4 done, 5 rejected;
+                      attempts: returns to the queue so far, which also number
+                      the lease (lease_of below); the same field, under the same
+                      rule, in records of every earlier version;
                       check and processor "-" when empty; a rejected payment's
                       processor is the one that refused it; accepted: when it
                       was submitted, ms on Redis' clock, 0 if unknown: records
@@ -68,8 +71,9 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The "pay" record, parsed and packed here only. at: accepted (ms), '0' in
--- records older than the field.
+-- The "pay" record, parsed and packed here only. n: attempts (returns to
+-- the queue so far; lease_of). at: accepted (ms), '0' in records older than
+-- the field.
 local function parse(rec)
   local s, a, n, c, p, t, at = string.match(rec, '^(%d) (%-?%d+) (%d+) (%S+) (%S+) (%-?%d+) (%d+)$')
   if not s then
@@ -77,6 +81,16 @@ local function parse(rec)
     at = '0'
   end
   return {s = tonumber(s), a = a, n = tonumber(n), c = c, p = p, t = t, at = at}
+end
+
+-- The lease a payment is (or will next be) lent under. Not a field of its
+-- own: between two lendings a payment goes back to the queue exactly once
+-- (requeue, expire_one, or revive after a rejection), each adding one to
+-- r.n, the count of returns (LookupReply.attempts), so that count numbers
+-- the lendings 0, 1, 2, ... A hand-back or rejection naming an earlier lease
+-- is stale (services/cache/store.py): it would end the current one.
+local function lease_of(r)
+  return r.n
 end
 
 local function pack(r)
@@ -100,8 +114,8 @@ local function unlease(P, id)
 end
 
 -- A lease that ran out, or whose holder is gone: back to the head of the
--- queue, to be checked everywhere; its lease number grows, so the old
--- holder's hand-backs are stale.
+-- queue, to be checked everywhere; one more return, so the next lending is
+-- under a new lease and the old holder's hand-backs are stale.
 local function expire_one(P, id)
   local raw = redis.call('HGET', P .. 'pay', id)
   unlease(P, id)
@@ -180,6 +194,7 @@ end
 
 -- take(P; holder, limit, lease_ms) -> {ms until the next delayed payment is due
 -- (-1: none), id, amount, check, lease, id, amount, check, lease, ...}
+-- (lease: lease_of, which is also the payment's attempts)
 local function take(keys, args)
   local P, holder, limit, lease_ms = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
   local now = now_ms()
@@ -204,7 +219,7 @@ local function take(keys, args)
     redis.call('HSET', P .. 'pay', id, pack(r))
     redis.call('ZADD', P .. 'leases', now + lease_ms, id)
     redis.call('HSET', P .. 'held', id, holder)
-    out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = id, r.a, r.c, r.n
+    out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = id, r.a, r.c, lease_of(r)
   end
   local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
   if #first > 0 then out[1] = math.max(0, tonumber(first[2]) - now) end
@@ -267,11 +282,11 @@ local function requeue(keys, args)
     local raw = redis.call('HGET', P .. 'pay', id)
     local r = raw and parse(raw)
     if r and r.s == LEASED then
-      if lease >= 0 and lease ~= r.n then
+      if lease >= 0 and lease ~= lease_of(r) then
         stale = stale + 1
       else
         unlease(P, id)
-        r.c, r.n = check, r.n + 1
+        r.c, r.n = check, r.n + 1  -- one more return: the next lending is under a new lease
         if delay > 0 then
           r.s = DELAYED
           redis.call('ZADD', P .. 'delayed', now + delay, id)
@@ -301,7 +316,7 @@ local function reject(keys, args)
     local raw = redis.call('HGET', P .. 'pay', id)
     local r = raw and parse(raw)
     if r and r.s == LEASED then
-      if lease ~= r.n then
+      if lease ~= lease_of(r) then
         stale = stale + 1
       else
         unlease(P, id)
@@ -324,7 +339,7 @@ local function revive(keys, args)
   if not raw then return 0 end
   local r = parse(raw)
   if r.s ~= REJECTED then return r.s end
-  r.s, r.c, r.p, r.n = QUEUED, '-', '-', r.n + 1
+  r.s, r.c, r.p, r.n = QUEUED, '-', '-', r.n + 1  -- reports about the refused lease are stale
   redis.call('HSET', P .. 'pay', id, pack(r))
   redis.call('HDEL', P .. 'why', id)
   redis.call('HINCRBY', P .. 'n', 'rejected', -1)
