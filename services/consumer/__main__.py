@@ -19,15 +19,17 @@ from services.common import logs, runtime
 from services.common.config import ConfigError, env_choice, env_float, env_int, env_str, env_url, load_or_exit
 from services.common.listen import check_listen
 from services.common.payment import PROCESSORS
+from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc_client import cache_channel, cache_stub
-from services.consumer.jobs import JobContext, RetryPolicy
+from services.consumer.jobs import JobContext, PaymentJob, RetryPolicy
 from services.consumer.liveness import Heartbeat
+from services.consumer.loop import Consumer
 from services.consumer.probes import Probes
 from services.consumer.processors import ProcessorClient, Timeouts
 from services.consumer.reporting import Reporter
-from services.consumer.routing import STRATEGIES, ProcessorState, Router
-from services.consumer.worker import Consumer
-from services.orch import Limits, Orchestrator
+from services.consumer.routing import STRATEGIES, Permit, ProcessorState, Router
+from services.consumer.stats import consumer_stats
+from services.orch import Orchestrator, OrchestratorLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class ConsumerSettings:
     cache_address: str
     processor_urls: dict[str, str]
     routing: str
-    limits: Limits
+    limits: OrchestratorLimits
     timeouts: Timeouts
     batch_size: int
     poll_wait_ms: int
@@ -55,7 +57,7 @@ class ConsumerSettings:
             payment_seconds=env_int("CONSUMER_PAYMENT_TIMEOUT_MS", 10_000, minimum=100) / 1000,
             lookup_seconds=env_int("CONSUMER_LOOKUP_TIMEOUT_MS", 3_000, minimum=100) / 1000,
         )
-        limits = Limits(
+        limits = OrchestratorLimits(
             workers=env_int("CONSUMER_WORKERS", 100, minimum=1, maximum=2_000),
             job_timeout_seconds=env_int("CONSUMER_JOB_TIMEOUT_MS", 30_000, minimum=100) / 1000,
         )
@@ -110,14 +112,20 @@ async def serve(settings: ConsumerSettings) -> None:
     ctx = JobContext(client, router, reporter,
                      RetryPolicy(settle_margin_seconds=settings.settle_margin_ms / 1000))
     orchestrator = Orchestrator(settings.limits)
-    consumer = Consumer(stub, orchestrator, ctx, batch_size=settings.batch_size,
+
+    def make_job(payment: pb.Payment, permit: Permit) -> PaymentJob:
+        return PaymentJob(payment, permit, ctx)
+
+    consumer = Consumer(stub, orchestrator, router, make_job, batch_size=settings.batch_size,
                         poll_wait_ms=settings.poll_wait_ms,
                         linger_seconds=settings.dequeue_linger_ms / 1000, max_rate=settings.max_rate,
                         instance=settings.instance)
     heartbeat = Heartbeat(stub, client, router, consumer=consumer.id,
                           ttl_seconds=settings.heartbeat_ttl_ms / 1000,
                           settle_seconds=lambda: max(ctx.settle_delay(name) for name in router.states),
-                          stats=consumer.stats, poll_interval_seconds=settings.health_interval_seconds)
+                          stats=lambda: consumer_stats(consumer.instance, orchestrator.stats(), ctx.counters,
+                                                       router, client.calls),
+                          poll_interval_seconds=settings.health_interval_seconds)
     background = [asyncio.create_task(reporter.run()), asyncio.create_task(heartbeat.beat_forever())]
     probes = Probes(router, lambda: heartbeat.accepted)
     if settings.health_listen:

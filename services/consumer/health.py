@@ -28,7 +28,7 @@ from services.consumer.routing import Router
 log = logging.getLogger("consumer.health")
 
 
-async def poll_while_elected(stub: pipeline_pb2_grpc.CacheStub, client: ProcessorClient, router: Router,
+async def poll_while_elected(stub: pipeline_pb2_grpc.CacheAsyncStub, client: ProcessorClient, router: Router,
                              processor: str, token: int, interval_seconds: float) -> None:
     """Poll ``processor`` under ``token`` until the cache says it is someone
     else's turn. Calls to the cache that fail are retried; no health call is

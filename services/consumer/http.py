@@ -1,14 +1,14 @@
 """A small HTTP/1.1 client: keep-alive connections to one origin, explicit timeouts.
 
 The processors' API is three JSON endpoints on plain HTTP. For that, aiohttp's
-client cost about twice the CPU per request of this one and the consumer 12 MB
-of RSS; httpx could not sustain 2,000 requests/s (BENCHMARKS.md, "The
-consumer's HTTP client"). What it must get right is the one thing the ledger
-depends on: telling "nothing was sent" (``ConnectFailed``) from "sent, answer
-unknown" (``AnswerLost``).
+client cost more CPU per request than this one and more RSS, and httpx could
+not keep up with a drain's rate
+(BENCHMARKS.md, "Decisions in force": own HTTP client). What it must get
+right is the one thing the ledger depends on: telling "nothing was sent"
+(``ConnectFailed``) from "sent, answer unknown" (``AnswerLost``).
 
 The pool bounds every connection it opens (idle, in use and being opened) by
-``PoolLimits.max_connections``: a processor that stops answering must not make
+``ConnectionLimits.max_connections``: a processor that stops answering must not make
 us open one more socket per request until file descriptors, or its accept
 queue, run out. A request that finds the pool full queues (first come, first
 served) for a connection someone returns or a slot someone frees, within its
@@ -28,6 +28,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 
@@ -61,7 +62,7 @@ class Response:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolLimits:
+class ConnectionLimits:
     max_connections: int = 128  # all open connections: idle + in use + being opened
     max_idle: int = 128  # capped at max_connections
     idle_seconds: float = 4.0  # below the usual 5 s server keep-alive timeout
@@ -76,13 +77,13 @@ class _Connection:
 
 
 # What a waiter is handed: a live connection, or None for a free slot to open one on.
-_Handover = asyncio.Future  # [_Connection | None]
+_Handover: TypeAlias = "asyncio.Future[_Connection | None]"
 
 
 class Origin:
     """Keep-alive connections to one ``http://host:port``, at most ``max_connections`` open."""
 
-    def __init__(self, url: str, limits: PoolLimits = PoolLimits()) -> None:
+    def __init__(self, url: str, limits: ConnectionLimits = ConnectionLimits()) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"{url!r}: only plain http://host[:port] URLs are supported")

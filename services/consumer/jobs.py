@@ -17,19 +17,44 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.timefmt import format_ms, now_ms
-from services.consumer.processors import LookupFailed, Outcome, ProcessorClient
-from services.consumer.reporting import Reporter
-from services.consumer.routing import Router
+from services.consumer.processors import Answer, Found, LookupFailed, Outcome, Timeouts
+from services.consumer.routing import Permit, Router
 
 log = logging.getLogger("consumer.jobs")
 
 
+class Processors(Protocol):
+    """What a job needs of the processors' client (``processors.ProcessorClient``)."""
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+
+    async def pay(self, processor: str, correlation_id: str, amount_cents: int,
+                  requested_at: str) -> Answer: ...
+
+    async def find(self, processor: str, correlation_id: str) -> Found | None: ...
+
+
+class Outcomes(Protocol):
+    """Where a job's result goes (``reporting.Reporter``, which batches it to the cache)."""
+
+    def completed(self, correlation_id: str, processor: str, amount_cents: int,
+                  requested_at_ms: int) -> None: ...
+
+    def retry(self, payment: pb.Payment, check: tuple[str, ...], delay_seconds: float) -> None: ...
+
+    def rejected(self, payment: pb.Payment, processor: str, reason: str) -> None: ...
+
+
 @dataclass(slots=True)
-class Counters:
+class JobCounters:
+    """What the jobs of this process have done, for /stats and /metrics."""
+
     retries: int = 0
     unknown_outcomes: int = 0
     unknown_settled: int = 0
@@ -46,11 +71,14 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class JobContext:
-    client: ProcessorClient
+    """What every payment job shares: the processors, the router, where
+    results go, the retry policy and the counters. Only jobs use it."""
+
+    client: Processors
     router: Router
-    reporter: Reporter
+    reporter: Outcomes
     policy: RetryPolicy
-    counters: Counters = field(default_factory=Counters)
+    counters: JobCounters = field(default_factory=JobCounters)
 
     def settle_delay(self, processor: str) -> float:
         advertised = self.router.states[processor].min_response_time_ms / 1000
@@ -58,10 +86,14 @@ class JobContext:
 
 
 class PaymentJob:
-    __slots__ = ("payment", "ctx", "_sent_to", "_finished")
+    """One payment, run by the orchestrator. It holds the router's permit the
+    payment was dequeued under, and gives it back when it ends."""
 
-    def __init__(self, payment: pb.Payment, ctx: JobContext) -> None:
+    __slots__ = ("payment", "permit", "ctx", "_sent_to", "_finished")
+
+    def __init__(self, payment: pb.Payment, permit: Permit, ctx: JobContext) -> None:
         self.payment = payment
+        self.permit = permit
         self.ctx = ctx
         self._sent_to: str | None = None
         self._finished = False
@@ -75,7 +107,7 @@ class PaymentJob:
                 return
             await self._attempt()
         finally:
-            self.ctx.router.release()
+            self.permit.release()
 
     async def abandon(self, reason: BaseException) -> None:
         """Timed out or crashed: hand the payment back, to be checked first if a

@@ -31,7 +31,7 @@ log = logging.getLogger("consumer.liveness")
 
 
 class Heartbeat:
-    def __init__(self, stub: pipeline_pb2_grpc.CacheStub, client: ProcessorClient, router: Router, *,
+    def __init__(self, stub: pipeline_pb2_grpc.CacheAsyncStub, client: ProcessorClient, router: Router, *,
                  consumer: str, ttl_seconds: float, settle_seconds: Callable[[], float],
                  stats: Callable[[], pb.ConsumerStats], poll_interval_seconds: float) -> None:
         self._stub = stub

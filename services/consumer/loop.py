@@ -1,8 +1,9 @@
-"""The consumer's loop: take what the pool can run now, run it, report back.
+"""The consumer's loop: take what the pool can run now and hand it to the pool.
 
-It asks the cache only for as many payments as there are free workers and the
-router permits, so nothing sits leased in this process waiting for a worker,
-and when the processors are down the queue stays in the cache.
+It asks the cache only for as many payments as there are free workers (the
+orchestrator's) and permits (the router's), so nothing sits leased in this
+process waiting for a worker, and when the processors are down the queue stays
+in the cache. Each payment goes to the pool as a job carrying its permit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 import grpc
 
@@ -17,9 +19,10 @@ from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from services.common.rpc_client import Backoff
-from services.common.timefmt import now_ms
-from services.consumer.jobs import JobContext, PaymentJob
-from services.orch import Orchestrator
+from services.consumer.routing import Permit, Router
+from services.orch import Job, Orchestrator
+
+MakeJob = Callable[[pb.Payment, Permit], Job]
 
 log = logging.getLogger("consumer")
 
@@ -44,12 +47,13 @@ class Pacer:
 
 
 class Consumer:
-    def __init__(self, stub: pipeline_pb2_grpc.CacheStub, orchestrator: Orchestrator,
-                 ctx: JobContext, *, batch_size: int, poll_wait_ms: int,
+    def __init__(self, stub: pipeline_pb2_grpc.CacheAsyncStub, orchestrator: Orchestrator, router: Router,
+                 make_job: MakeJob, *, batch_size: int, poll_wait_ms: int,
                  linger_seconds: float = 0.0, max_rate: float = 0.0, instance: str = "") -> None:
         self.stub = stub
         self.orch = orchestrator
-        self.ctx = ctx
+        self.router = router
+        self.make_job = make_job
         self.batch_size = batch_size
         self.poll_wait_ms = poll_wait_ms
         self.linger_seconds = linger_seconds
@@ -63,49 +67,36 @@ class Consumer:
 
     async def run(self) -> None:
         self.orch.start()
-        router = self.ctx.router
+        router = self.router
         backoff = Backoff()
         while not self._stopping.is_set():
             free = self.orch.free_slots()
             if free == 0:
                 await self.orch.wait_for_free_slot()
                 continue
-            permits = router.permits(min(free, self.batch_size))
-            if permits == 0:
+            permits = router.grant(min(free, self.batch_size))
+            if not permits:
                 await router.wait_for_change(0.05)
                 continue
             try:
                 reply = await self.stub.DequeueBatch(
-                    pb.DequeueRequest(max=permits, wait_ms=self.poll_wait_ms, consumer=self.id),
+                    pb.DequeueRequest(max=len(permits), wait_ms=self.poll_wait_ms, consumer=self.id),
                     timeout=self.poll_wait_ms / 1000 + 5, wait_for_ready=True)
             except grpc.aio.AioRpcError as exc:
-                router.release(permits)
+                for permit in permits:
+                    permit.release()
                 log.warning("dequeue failed", extra=logs.fields(code=str(exc.code())))
                 await backoff.wait()
                 continue
             backoff.reset()
-            router.release(permits - len(reply.payments))
-            for payment in reply.payments:
-                await self.orch.submit(PaymentJob(payment, self.ctx))
+            for permit in permits[len(reply.payments):]:
+                permit.release()  # no payment for it
+            for payment, permit in zip(reply.payments, permits, strict=False):
+                await self.orch.submit(self.make_job(payment, permit))
             delay = self.pacer.delay(len(reply.payments), asyncio.get_running_loop().time())
-            if len(reply.payments) < permits:
+            if len(reply.payments) < len(permits):
                 # A short batch means the queue is nearly empty: let it fill a
                 # little, so each RPC carries several payments, not one.
                 delay = max(delay, self.linger_seconds)
             if delay > 0.001:
                 await asyncio.sleep(delay)
-
-    def stats(self) -> pb.ConsumerStats:
-        pool = self.orch.stats()
-        counters = self.ctx.counters
-        return pb.ConsumerStats(
-            jobs_running=pool.running, jobs_done=pool.done, jobs_failed=pool.failed,
-            jobs_timed_out=pool.timed_out, pool_size=pool.size, retries=counters.retries,
-            unknown_outcomes=counters.unknown_outcomes, unknown_settled=counters.unknown_settled,
-            health=[pb.ProcessorHealth(name=s.name, failing=s.health_failing,
-                                       min_response_time_ms=s.min_response_time_ms,
-                                       checked_at_ms=s.health_checked_at_ms)
-                    for s in self.ctx.router.states.values()],
-            routing=self.ctx.router.strategy, published_at_ms=now_ms(), instance=self.instance,
-            rejected=counters.rejected, unknown_found=counters.unknown_found,
-            calls=[calls.to_pb(name) for name, calls in self.ctx.client.calls.items()])

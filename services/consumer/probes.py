@@ -10,9 +10,10 @@ way in for a compose healthcheck or a Kubernetes probe
 
 A bare asyncio protocol, one request per connection, rather than aiohttp's
 server: the consumer imports no aiohttp otherwise, and aiohttp's server cost
-it 10 MB of RSS (BENCHMARKS.md, "Metrics and health"). A probe is one short
-GET from a local client; anything else gets a 4XX and the connection closed,
-and a request that does not arrive whole within ``REQUEST_TIMEOUT_S`` is cut off.
+it RSS (BENCHMARKS.md, "Decisions in force": bare-protocol probes). A probe
+is one short GET from a local client; anything else gets a 4XX and the
+connection closed, and a request that does not arrive whole within
+``REQUEST_TIMEOUT_S`` is cut off.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ import orjson
 from services.common.metrics import Durations
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.timefmt import InvalidTimestamp, parse_iso_ms
-from services.consumer.http import AnswerLost, ConnectFailed, HttpError, Origin, PoolLimits, Response
+from services.consumer.http import AnswerLost, ConnectFailed, ConnectionLimits, HttpError, Origin, Response
 
 
 class Outcome(enum.Enum):
@@ -140,7 +140,7 @@ class ProcessorClient:
         self.timeouts = timeouts
         # A bound on every connection to each processor, not only idle ones: one that
         # stops answering must not make us open a socket per attempt.
-        limits = PoolLimits(max_connections=max_connections, max_idle=max_connections,
+        limits = ConnectionLimits(max_connections=max_connections, max_idle=max_connections,
                             connect_seconds=timeouts.connect_seconds)
         self._origins = {name: Origin(url, limits) for name, url in urls.items()}
         self.calls = {name: Calls() for name in urls}

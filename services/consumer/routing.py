@@ -10,6 +10,11 @@ The strategy is named and configurable (``ROUTING_STRATEGY``):
 
 A processor is believed down after a definite failure or a failing health
 report, and up again after a success or a healthy report, whichever is newest.
+
+How many payments may start is counted in ``Permit``s: the consumer's loop
+asks for them before it dequeues (``Router.grant``), gives back those it has
+no payment for, and hands each payment's permit to its job, which gives it
+back when it ends. A permit is given back once, by whoever holds it last.
 """
 
 from __future__ import annotations
@@ -45,6 +50,21 @@ class ProcessorState:
         self.down = failing
 
 
+class Permit:
+    """Leave for one payment to start, granted by ``Router.grant``."""
+
+    __slots__ = ("_router",)
+
+    def __init__(self, router: Router) -> None:
+        self._router: Router | None = router
+
+    def release(self) -> None:
+        """Give the permit back (once; later calls do nothing)."""
+        router, self._router = self._router, None
+        if router is not None:
+            router._returned()
+
+
 class Router:
     def __init__(self, strategy: str, states: dict[str, ProcessorState], *,
                  probe_interval_seconds: float = 0.1) -> None:
@@ -66,11 +86,12 @@ class Router:
     def usable(self) -> bool:
         return not self.states[self.target()].down
 
-    def permits(self, wanted: int) -> int:
-        """How many payments may be taken now: all when a usable processor is
-        up, otherwise one probe at a time, spaced by ``probe_interval``."""
+    def grant(self, wanted: int) -> list[Permit]:
+        """Permits for the payments that may be taken now: all ``wanted`` when
+        a usable processor is up, otherwise one probe at a time, spaced by
+        ``probe_interval``."""
         if wanted <= 0:
-            return 0
+            return []
         if self.usable():
             granted = wanted
         else:
@@ -78,10 +99,15 @@ class Router:
             idle = time.monotonic() - state.last_outcome_at >= self.probe_interval
             granted = 1 if self._outstanding == 0 and idle else 0
         self._outstanding += granted
-        return granted
+        return [Permit(self) for _ in range(granted)]
 
-    def release(self, count: int = 1) -> None:
-        self._outstanding = max(0, self._outstanding - count)
+    @property
+    def outstanding(self) -> int:
+        """Permits granted and not given back."""
+        return self._outstanding
+
+    def _returned(self) -> None:
+        self._outstanding -= 1
         self._changed.set()
 
     def outcome(self, processor: str, ok: bool) -> None:

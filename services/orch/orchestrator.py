@@ -23,7 +23,7 @@ class Job(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class OrchestratorLimits:
     workers: int = 100
     job_timeout_seconds: float = 30.0
     abandon_timeout_seconds: float = 5.0
@@ -46,7 +46,7 @@ class PoolStats:
 
 
 class Orchestrator:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: OrchestratorLimits) -> None:
         self.limits = limits
         # Room for one job per worker: ``submit`` blocks once every worker is
         # busy and one more is waiting, which is the caller's backpressure.

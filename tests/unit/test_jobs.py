@@ -30,15 +30,15 @@ class ScriptedClient:
 
 @dataclass
 class RecordingReporter:
-    completions: list[tuple] = field(default_factory=list)
-    retries: list[tuple] = field(default_factory=list)
-    rejections: list[tuple] = field(default_factory=list)
+    completions: list[tuple[str, str, int, int]] = field(default_factory=list)
+    retries: list[tuple[str, tuple[str, ...], float]] = field(default_factory=list)
+    rejections: list[tuple[str, str, str]] = field(default_factory=list)
 
     def rejected(self, payment: pb.Payment, processor: str, reason: str) -> None:
         self.rejections.append((payment.correlation_id, processor, reason))
 
-    def completed(self, *args) -> None:
-        self.completions.append(args)
+    def completed(self, correlation_id: str, processor: str, amount_cents: int, requested_at_ms: int) -> None:
+        self.completions.append((correlation_id, processor, amount_cents, requested_at_ms))
 
     def retry(self, payment: pb.Payment, check: tuple[str, ...], delay_seconds: float) -> None:
         self.retries.append((payment.correlation_id, check, delay_seconds))
@@ -49,9 +49,11 @@ def run_job(client: ScriptedClient, check: tuple[str, ...] = (), strategy: str =
     router = Router(strategy, {n: ProcessorState(n) for n in ("default", "fallback")})
     router.states["default"].min_response_time_ms = min_response_ms
     reporter = RecordingReporter()
-    ctx = JobContext(client, router, reporter, RetryPolicy(settle_margin_seconds=1.0))  # type: ignore[arg-type]
-    job = PaymentJob(pb.Payment(correlation_id="c1", amount_cents=1990, check=check), ctx)
+    ctx = JobContext(client, router, reporter, RetryPolicy(settle_margin_seconds=1.0))
+    (permit,) = router.grant(1)
+    job = PaymentJob(pb.Payment(correlation_id="c1", amount_cents=1990, check=check), permit, ctx)
     asyncio.run(job.run())
+    assert router.outstanding == 0  # the job gave its permit back
     return reporter, ctx, job
 
 
@@ -125,8 +127,8 @@ def test_abandon_after_sending_asks_for_a_check() -> None:
     client = ScriptedClient()
     router = Router("patient", {n: ProcessorState(n) for n in ("default", "fallback")})
     reporter = RecordingReporter()
-    ctx = JobContext(client, router, reporter, RetryPolicy())  # type: ignore[arg-type]
-    job = PaymentJob(pb.Payment(correlation_id="c1", amount_cents=1), ctx)
+    ctx = JobContext(client, router, reporter, RetryPolicy())
+    job = PaymentJob(pb.Payment(correlation_id="c1", amount_cents=1), router.grant(1)[0], ctx)
     job._sent_to = "default"
     asyncio.run(job.abandon(TimeoutError()))
     assert reporter.retries == [("c1", ("default",), 3.0)]

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from services.orch import Limits, Orchestrator
+from services.orch import Orchestrator, OrchestratorLimits
 
 
 class Recorder:
@@ -24,9 +24,9 @@ class Recorder:
 
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError):
-        Limits(workers=0)
+        OrchestratorLimits(workers=0)
     with pytest.raises(ValueError):
-        Limits(job_timeout_seconds=0)
+        OrchestratorLimits(job_timeout_seconds=0)
 
 
 def test_concurrency_never_exceeds_the_pool() -> None:
@@ -42,7 +42,7 @@ def test_concurrency_never_exceeds_the_pool() -> None:
             running -= 1
 
     async def scenario() -> None:
-        orch = Orchestrator(Limits(workers=4, job_timeout_seconds=1))
+        orch = Orchestrator(OrchestratorLimits(workers=4, job_timeout_seconds=1))
         orch.start()
         for _ in range(40):
             await orch.submit(Counted())
@@ -56,7 +56,7 @@ def test_concurrency_never_exceeds_the_pool() -> None:
 
 def test_timeout_and_exception_abandon_the_job_but_not_the_worker() -> None:
     async def scenario() -> tuple[Recorder, Recorder, Recorder, Orchestrator]:
-        orch = Orchestrator(Limits(workers=1, job_timeout_seconds=0.05))
+        orch = Orchestrator(OrchestratorLimits(workers=1, job_timeout_seconds=0.05))
         orch.start()
         slow, bad, fine = Recorder(work=1.0), Recorder(boom=True), Recorder()
         for job in (slow, bad, fine):
@@ -75,7 +75,7 @@ def test_timeout_and_exception_abandon_the_job_but_not_the_worker() -> None:
 
 def test_free_slots_reflect_running_and_waiting_jobs() -> None:
     async def scenario() -> tuple[int, int]:
-        orch = Orchestrator(Limits(workers=2, job_timeout_seconds=1))
+        orch = Orchestrator(OrchestratorLimits(workers=2, job_timeout_seconds=1))
         orch.start()
         before = orch.free_slots()
         await orch.submit(Recorder(work=0.1))

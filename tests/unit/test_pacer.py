@@ -3,7 +3,7 @@ at most ``rate`` payments a second are taken."""
 
 import pytest
 
-from services.consumer.worker import Pacer
+from services.consumer.loop import Pacer
 
 
 def test_no_rate_means_no_wait() -> None:
