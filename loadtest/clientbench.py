@@ -25,7 +25,8 @@ from contextlib import AsyncExitStack
 
 import orjson
 
-from tools.stack import port_open, wait_until
+from tools.stack import port_open
+from tools.waiting import wait_until
 
 PORT = 8021
 CONNECTIONS = 100
@@ -33,9 +34,9 @@ Post = Callable[[bytes], Awaitable[int]]
 
 
 async def own_client(stack: AsyncExitStack, url: str) -> Post:
-    from services.consumer.http import Origin, PoolLimits
+    from services.consumer.http import ConnectionLimits, Origin
 
-    origin = Origin(url, PoolLimits(max_idle=CONNECTIONS, max_connections=CONNECTIONS))
+    origin = Origin(url, ConnectionLimits(max_idle=CONNECTIONS, max_connections=CONNECTIONS))
     stack.callback(origin.close)
 
     async def post(body: bytes) -> int:
@@ -138,7 +139,7 @@ def main() -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results: dict[str, list[dict]] = {}
     try:
-        wait_until(lambda: port_open(PORT), 15, "stand-in")
+        wait_until(lambda: port_open(PORT), timeout=15, what="the stand-in to listen")
         for _ in range(args.rounds):
             for name in args.clients.split(","):
                 out = subprocess.run([sys.executable, "-m", "loadtest.clientbench", "--worker", name,

@@ -42,7 +42,7 @@ import redis
 from loadtest.bench import peak_rss_bytes, redis_limit
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
-from tools.cgroups import Limit, compose_limits
+from tools.cgroups import ResourceLimit, compose_limits
 from tools.cgroups import available as cgroups_available
 from tools.clients import Processors
 from tools.stack import REPO, STORES, Stack, StackConfig, add_isolation_options, node_name
@@ -117,7 +117,7 @@ def drain_once(payments: int, delay_ms: int, limits: bool, run_dir: Path,
     return result
 
 
-def node_limits(consumers: int) -> dict[str, Limit]:
+def node_limits(consumers: int) -> dict[str, ResourceLimit]:
     """Each node's cache front and consumer under their docker-compose.yml
     limits ("cache", "n2.cache", ...), and Redis under docker-compose.redis.yml's."""
     compose = compose_limits(REPO / "docker-compose.yml")

@@ -64,8 +64,8 @@ from typing import Any, NoReturn
 import orjson
 from aiohttp import web
 
-from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
 from standin.faults import PROXY_BODIES, InvalidSwitch, Proxy, Refuse, Trickle, is_poison
+from standin.timestamps import NotATimestamp, epoch_us, text_ms
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,7 +87,10 @@ class StandinSettings:
 
 
 @dataclass(slots=True)
-class Payment:
+class ProcessorRecord:
+    """A payment as this processor stores it (its own row, not the pipeline's
+    ``pb.Payment``): the amount in cents and ``requestedAt`` exactly as sent."""
+
     amount_cents: int
     requested_at_us: int
     requested_at: str
@@ -171,13 +174,13 @@ class Processor:
         self.refuse = Refuse()
         self.proxy = Proxy()
         self.trickle = Trickle()
-        self.payments: dict[str, Payment] = {}
+        self.payments: dict[str, ProcessorRecord] = {}
         # Arrival of every health call (epoch ms), answered or refused, since the last purge.
         self.health_calls: list[int] = []
         self.gate = ConcurrencyGate(settings.max_running, settings.max_waiting)
         self.health = FixedWindowLimiter(settings.health_window_seconds, settings.health_queue)
 
-    async def process(self, correlation_id: str, payment: Payment) -> int:
+    async def process(self, correlation_id: str, record: ProcessorRecord) -> int:
         """The delay comes first, and the decision reads the faults as they are after it."""
         if self.delay_ms > 0:
             await asyncio.sleep(self.delay_ms / 1000)
@@ -187,7 +190,7 @@ class Processor:
             return 500
         if correlation_id in self.payments:
             return 422
-        self.payments[correlation_id] = payment
+        self.payments[correlation_id] = record
         return 200
 
     def switch_faults_off(self) -> None:
@@ -195,13 +198,13 @@ class Processor:
 
     def summary(self, lo_us: int | None, hi_us: int | None) -> dict[str, Any]:
         """Sums in integer cents and a decimal fee, as SQL NUMERIC would: floats drift over 17k rows."""
-        rows: Iterable[Payment] = self.payments.values()
+        rows: Iterable[ProcessorRecord] = self.payments.values()
         if lo_us is not None and hi_us is not None:
             rows = [p for p in rows if lo_us <= p.requested_at_us <= hi_us]
         count, total_cents = 0, 0
-        for payment in rows:
+        for record in rows:
             count += 1
-            total_cents += payment.amount_cents
+            total_cents += record.amount_cents
         total = Decimal(total_cents).scaleb(-2)
         return {"totalRequests": count, "totalAmount": _to_number(total),
                 "totalFee": _to_number(total * Decimal(repr(self.settings.fee))),
@@ -239,7 +242,7 @@ async def _read_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def parse_payment(data: dict[str, Any]) -> tuple[str, Payment]:
+def parse_payment(data: dict[str, Any]) -> tuple[str, ProcessorRecord]:
     correlation_id, amount, requested_at = data.get("correlationId"), data.get("amount"), data.get("requestedAt")
     if not isinstance(correlation_id, str) or not correlation_id:
         _refuse(web.HTTPUnprocessableEntity, "correlationId is required")
@@ -248,10 +251,10 @@ def parse_payment(data: dict[str, Any]) -> tuple[str, Payment]:
     if not isinstance(requested_at, str):
         _refuse(web.HTTPUnprocessableEntity, "requestedAt is required")
     try:
-        requested_at_us = parse_iso_us(requested_at)
-    except InvalidTimestamp:
+        requested_at_us = epoch_us(requested_at)
+    except NotATimestamp:
         _refuse(web.HTTPUnprocessableEntity, "requestedAt must be an ISO-8601 UTC timestamp")
-    return correlation_id, Payment(to_cents(amount), requested_at_us, requested_at)
+    return correlation_id, ProcessorRecord(to_cents(amount), requested_at_us, requested_at)
 
 
 def _bound(request: web.Request, name: str, *, lower: bool) -> int | None:
@@ -259,8 +262,8 @@ def _bound(request: web.Request, name: str, *, lower: bool) -> int | None:
     if not text:
         return None
     try:
-        return parse_iso_us(text, round_up=lower)
-    except InvalidTimestamp as exc:
+        return epoch_us(text, round_up=lower)
+    except NotATimestamp as exc:
         _refuse(web.HTTPBadRequest, str(exc))
 
 
@@ -335,12 +338,12 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
         return admitted
 
     async def settle(request: web.Request) -> web.StreamResponse:
-        correlation_id, payment = parse_payment(await _read_object(request))
+        correlation_id, record = parse_payment(await _read_object(request))
         # Picked on arrival, each counter seeing every payment, so each switch's
         # "every N-th" holds alone and a switch changed during the delay cannot unpick it.
         proxy_status = proc.proxy.status if proc.proxy.fires() else 0
         trickle_seconds = proc.trickle.seconds if proc.trickle.fires() else 0.0
-        status = await proc.process(correlation_id, payment)
+        status = await proc.process(correlation_id, record)
         if proxy_status:
             return web.Response(body=PROXY_BODIES[proxy_status], status=proxy_status, content_type="text/html")
         if status == 200:
@@ -366,7 +369,7 @@ def build_app(settings: StandinSettings | None = None) -> web.Application:
         if stored is None:
             return _json({"error": "payment not found"}, 404)
         return _json({"correlationId": correlation_id, "amount": stored.amount_cents / 100,
-                      "requestedAt": format_ms(stored.requested_at_us // 1000)})
+                      "requestedAt": text_ms(stored.requested_at_us // 1000)})
 
     async def health(request: web.Request) -> web.Response:
         proc.health_calls.append(int(time.time() * 1000))

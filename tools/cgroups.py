@@ -16,7 +16,9 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g"
 
 
 @dataclass(frozen=True, slots=True)
-class Limit:
+class ResourceLimit:
+    """The CPU and memory one service may use (its compose ``deploy.resources.limits``)."""
+
     cpus: float
     memory_bytes: int
     shares: int = 1024  # relative CPU weight under contention (compose: cpu_shares)
@@ -63,15 +65,15 @@ def parse_cpuset(text: str | int) -> frozenset[int]:
     return frozenset(cpus)
 
 
-def compose_limits(compose_file: Path) -> dict[str, Limit]:
+def compose_limits(compose_file: Path) -> dict[str, ResourceLimit]:
     import yaml  # a dev dependency: only the benchmark and the tests read compose
 
     services = yaml.safe_load(compose_file.read_text())["services"]
-    limits: dict[str, Limit] = {}
+    limits: dict[str, ResourceLimit] = {}
     for name, service in services.items():
         declared = service["deploy"]["resources"]["limits"]
         cpuset = service.get("cpuset")
-        limits[name] = Limit(float(declared["cpus"]), parse_memory(declared["memory"]),
+        limits[name] = ResourceLimit(float(declared["cpus"]), parse_memory(declared["memory"]),
                              int(service.get("cpu_shares", 1024)),
                              parse_cpuset(cpuset) if cpuset is not None else None)
     return limits
@@ -82,7 +84,7 @@ def available() -> bool:
 
 
 class Cgroup:
-    def __init__(self, name: str, limit: Limit, parent: str = "rinha") -> None:
+    def __init__(self, name: str, limit: ResourceLimit, parent: str = "rinha") -> None:
         self.name = name
         self.limit = limit
         self.dirs = {c: ROOT / c / parent / name for c in CONTROLLERS}

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -50,6 +50,8 @@ import yaml
 
 from tools.cgroups import compose_limits
 from tools.clients import Backend, Load, Processors, Verdict, verify
+from tools.processes import wait_started
+from tools.waiting import wait_until
 
 log = logging.getLogger("compose-check")
 
@@ -119,6 +121,10 @@ def inspect(container: str) -> dict:
 
 class CheckError(Exception):
     """A step failed: the message says which and why."""
+
+
+# What asking a service that is not listening yet raises: "not yet" while the check waits for it.
+UNANSWERED = (httpx.HTTPError, OSError)
 
 
 @contextmanager
@@ -214,12 +220,7 @@ class Daemon:
         log.info("starting %s (log: %s)", " ".join(argv), self.log_path)
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-                raise CheckError("dockerd did not come up:\n" + "\n".join(tail))
-            time.sleep(0.5)
+        wait_started(self.process, self.answers, name="dockerd", timeout=60, log=self.log_path, every=0.5)
 
     def stop(self, keep_data: bool) -> None:
         """SIGTERM to our dockerd, by its PID; then its data root goes too
@@ -433,17 +434,18 @@ def health_states(containers: dict[str, str]) -> dict[str, str]:
 
 def wait_healthy(containers: dict[str, str], timeout: float = HEALTHY_TIMEOUT) -> None:
     """Until every service's healthcheck passes (a service without one fails)."""
-    deadline = time.monotonic() + timeout
     last: dict[str, str] = {}
-    while time.monotonic() < deadline:
+
+    def all_healthy() -> bool:
+        nonlocal last
         states = health_states(containers)
         if states != last:
             log.info("health: %s", ", ".join(f"{n}={s}" for n, s in sorted(states.items())))
             last = states
-        if all(state == "healthy" for state in states.values()):
-            return
-        time.sleep(0.5)
-    raise CheckError(f"not all healthy after {timeout:.0f} s: {last}")
+        return all(state == "healthy" for state in states.values())
+
+    wait_until(all_healthy, timeout=timeout, what="every service healthy", interval=0.5,
+               on_timeout=lambda: f"last states: {last}")
 
 
 @contextmanager
@@ -465,27 +467,14 @@ def processor_stand_ins(image: str) -> Iterator[Processors]:
             address = inspect(name)["NetworkSettings"]["Networks"][PROCESSOR_NETWORK]["IPAddress"]
             urls[role] = f"http://{address}:{PROCESSOR_PORT}"
         processors = Processors(urls["default"], urls["fallback"])
-        wait_until(lambda: all(processors.summary(role) is not None for role in PROCESSOR_FEES), 60,
-                   "the processor stand-ins")
+        wait_until(lambda: all(processors.summary(role) is not None for role in PROCESSOR_FEES), timeout=60,
+                   what="the processor stand-ins", interval=0.3, ignoring=UNANSWERED)
         log.info("processor stand-ins: %s", urls)
         yield processors
     finally:
         for role in PROCESSOR_FEES:
             docker("rm", "-f", f"payment-processor-{role}", capture=True, check=False)
         docker("network", "rm", PROCESSOR_NETWORK, capture=True, check=False)
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (httpx.HTTPError, OSError) as exc:
-            error = exc
-        time.sleep(0.3)
-    raise CheckError(f"timed out after {timeout:.0f} s waiting for {what} ({error})")
 
 
 class MemorySampler(threading.Thread):
@@ -561,20 +550,23 @@ def kill_and_wait_back(stack: Stack, service: str, result: FileResult) -> str:
     killed_at = time.monotonic()
     log.info("SIGKILLed %s's PID 1 (host pid %d; restarts so far: %d)", service, before["State"]["Pid"],
              before["RestartCount"])
-    deadline = killed_at + RESTART_TIMEOUT
-    while time.monotonic() < deadline:
+    state = before
+
+    def back_and_healthy() -> bool:
+        nonlocal state
         state = inspect(cid)
         running = state["State"]["Running"] and state["State"]["StartedAt"] != before["State"]["StartedAt"]
         if running and not result.restart_seconds:
             result.restart_seconds = time.monotonic() - killed_at
             log.info("%s running again after %.1f s (restart count %d)", service, result.restart_seconds,
                      state["RestartCount"])
-        if running and (state["State"].get("Health") or {}).get("Status") == "healthy":
-            result.healthy_again_seconds = time.monotonic() - killed_at
-            log.info("%s healthy again after %.1f s", service, result.healthy_again_seconds)
-            return cid
-        time.sleep(0.25)
-    raise CheckError(f"{service} not back and healthy {RESTART_TIMEOUT:.0f} s after SIGKILL: {state['State']}")
+        return bool(running and (state["State"].get("Health") or {}).get("Status") == "healthy")
+
+    wait_until(back_and_healthy, timeout=RESTART_TIMEOUT, what=f"{service} back and healthy after SIGKILL",
+               interval=0.25, on_timeout=lambda: f"last state: {state['State']}")
+    result.healthy_again_seconds = time.monotonic() - killed_at
+    log.info("%s healthy again after %.1f s", service, result.healthy_again_seconds)
+    return cid
 
 
 def answers(backend: Backend) -> bool:
@@ -586,7 +578,8 @@ def load_and_kill(stack: Stack, processors: Processors, containers: dict[str, st
     container is SIGKILLed and comes back; then every invariant."""
     backends = [Backend(f"http://127.0.0.1:{port}") for port in stack.published_ports()]
     for backend in backends:
-        wait_until(partial(answers, backend), 60, f"{backend.http.base_url}")
+        wait_until(partial(answers, backend), timeout=60, what=f"{backend.http.base_url} to answer", interval=0.3,
+                   ignoring=UNANSWERED)
     processors.reset()
     target = KILL_TARGETS.get(stack.path.name) or next(
         n for n, s in stack.services.items() if "services.consumer" in " ".join(s.get("command", [])))

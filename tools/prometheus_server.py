@@ -16,7 +16,7 @@ by its pidfile.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import math
 import os
 import shutil
 import signal
@@ -33,6 +33,7 @@ import httpx
 import yaml
 
 from tools import processes
+from tools.waiting import NotReached, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "ops" / "prometheus" / "prometheus.yml"
@@ -201,17 +202,14 @@ class PrometheusServer:
     def wait_for_scrape(self, after: float | None = None, timeout: float = 30.0) -> None:
         """Wait until every target has been scraped (healthily) since ``after``
         (epoch s; default now), and the rules evaluated since."""
-        after = time.time() if after is None else after
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError, PrometheusError):
-                if self.last_scrape() > after and all(t["health"] == "up" for t in self.targets_up()):
-                    groups = self.rule_groups()
-                    if all(self._evaluated_after(group, after) for group in groups):
-                        return
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus did not scrape {self.targets} within {timeout}s: "
-                             f"{self._describe_targets()}")
+        since = time.time() if after is None else after
+
+        def scraped() -> bool:
+            return (self.last_scrape() > since and all(t["health"] == "up" for t in self.targets_up())
+                    and all(self._evaluated_after(group, since) for group in self.rule_groups()))
+
+        wait_until(scraped, timeout=timeout, what=f"prometheus to scrape {self.targets}", interval=0.2,
+                   ignoring=(httpx.HTTPError, PrometheusError), on_timeout=self._describe_targets)
 
     @staticmethod
     def _evaluated_after(group: dict[str, Any], after: float) -> bool:
@@ -257,10 +255,10 @@ def stop_by_pidfile(directory: Path, timeout: float = 15.0) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         pidfile.unlink(missing_ok=True)
         return False
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if Path(f"/proc/{pid}").exists():
+    try:
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=timeout, what=f"prometheus {pid} to exit",
+                   interval=0.1)
+    except NotReached:
         os.kill(pid, signal.SIGKILL)
     pidfile.unlink(missing_ok=True)
     return True
@@ -291,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with server:
         print(f"prometheus on {server.url} scraping {server.targets} (data in {args.dir}); Ctrl-C stops it",
               file=sys.stderr)
-        while not stopping and server.proc is not None and server.proc.poll() is None:
-            time.sleep(0.5)
+        wait_until(lambda: stopping or server.proc is None or server.proc.poll() is not None, timeout=math.inf,
+                   what="Ctrl-C, SIGTERM or prometheus' exit", interval=0.5)
     return 0
 
 

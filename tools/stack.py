@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -59,8 +60,10 @@ import grpc
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
 from tools import nginx_conf
-from tools.cgroups import Cgroup, Limit
+from tools.cgroups import Cgroup, ResourceLimit
+from tools.processes import log_tail
 from tools.redis_server import RedisServer
+from tools.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = Path(os.environ.get("RUN_DIR", "/tmp/rinha-run"))
@@ -85,7 +88,9 @@ def split_name(name: str) -> tuple[int, str]:
 
 
 class StackError(RuntimeError):
-    """A service did not come up; the message names it and its log file."""
+    """The stack cannot start as configured, or a service exited while it was
+    starting (the message names it and its log file). A service that stays up
+    but not ready past its time raises ``tools.waiting.NotReached``."""
 
 
 @dataclass
@@ -100,7 +105,7 @@ class StackConfig:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Per-service CPU/memory limits (cgroup v1), keyed like docker-compose.yml
     # ("cache"), or by node-prefixed name ("n2.consumer") and "redis".
-    limits: dict[str, Limit] = field(default_factory=dict)
+    limits: dict[str, ResourceLimit] = field(default_factory=dict)
     # The cgroups go under <controller>/<cgroup_parent>/<name>: two stacks
     # with limits at once need different parents, or they share the groups.
     cgroup_parent: str = "rinha"
@@ -166,18 +171,6 @@ def nginx_binary() -> str:
     if found is None:
         raise StackError("nginx is not installed (make install gets it with apt-get)")
     return found
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    tail = ""
-    if log is not None and log.exists():
-        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-    raise StackError(f"{what} did not come up within {timeout:.0f}s{tail}")
 
 
 def port_open(port: int) -> bool:
@@ -330,14 +323,20 @@ class Stack:
         proc = self.procs[name]
         if proc.poll() is not None:
             raise StackError(f"{name} exited with {proc.returncode}; see {self.log(name)}:\n"
-                             + "\n".join(self.log(name).read_text(errors="replace").splitlines()[-20:]))
+                             f"{log_tail(self.log(name))}")
         return True
+
+    def _wait_up(self, name: str, ready: Callable[[], bool], timeout: float = 15, log: Path | None = None) -> None:
+        """Until ``ready()``, while the process of ``name`` stays alive (its death
+        ends the wait with StackError); the end of its log on a timeout."""
+        wait_until(lambda: self._check_alive(name) and ready(), timeout=timeout, what=f"{name} to come up",
+                   on_timeout=lambda: log_tail(log or self.log(name)))
 
     def start_standin(self, role: str, port: int, fee: float) -> None:
         name = f"processor-{role}"
         self._spawn(name, [sys.executable, "-m", "standin", "--host", "127.0.0.1", "--port", str(port),
                            "--fee", str(fee), "--name", role])
-        wait_until(lambda: self._check_alive(name) and port_open(port), 15, name, self.log(name))
+        self._wait_up(name, lambda: port_open(port))
 
     def start_redis(self) -> None:
         """redis-server with RedisServer's command line, but spawned like every
@@ -349,7 +348,7 @@ class Stack:
         redis.directory.mkdir(parents=True, exist_ok=True)
         redis.socket.unlink(missing_ok=True)
         self._spawn("redis", redis.argv(), env=dict(os.environ))
-        wait_until(lambda: self._check_alive("redis") and redis.ready(), 30, "redis", redis.log)
+        self._wait_up("redis", redis.ready, timeout=30, log=redis.log)
 
     def start_service(self, name: str) -> None:
         node, service = split_name(name)
@@ -360,10 +359,9 @@ class Stack:
         self._spawn(name, [sys.executable, "-m", f"services.{module}"])
         if service == "consumer":
             since_ms = int(time.time() * 1000) - 1
-            wait_until(lambda: self._check_alive(name) and self.consumer_published_since(since_ms, node),
-                       15, name, self.log(name))
+            self._wait_up(name, lambda: self.consumer_published_since(since_ms, node))
         else:
-            wait_until(lambda: self._check_alive(name) and sock.exists(), 15, name, self.log(name))
+            self._wait_up(name, sock.exists)
 
     def consumer_published_since(self, since_ms: int, node: int = 1) -> bool:
         """The consumer is up once it has published its stats to the cache.
@@ -391,8 +389,7 @@ class Stack:
         conf = nginx_conf.write(directory, listen_port=self.config.node_port(node), floor=self.config.floor)
         self._spawn(name, [nginx_binary(), "-c", str(conf), "-p", str(directory),
                            "-g", "daemon off;"], env=dict(os.environ))
-        wait_until(lambda: self._check_alive(name) and http_ok(f"{self.config.node_url(node)}/health"),
-                   15, name, self.log(name))
+        self._wait_up(name, lambda: http_ok(f"{self.config.node_url(node)}/health"))
 
     def _targets(self, name: str) -> list[str]:
         """"node2" -> every service of node 2; "n1.cache" -> "cache"; anything else as it is."""
@@ -621,9 +618,13 @@ class Supervisor:
             clock: Callable[[], float] = time.monotonic) -> None:
         """Poll every ``interval`` seconds until ``until()`` (forever by default:
         Ctrl-C/SIGTERM, turned into KeyboardInterrupt by ``main``, ends it)."""
-        while not until():
+        def told_to_stop() -> bool:
+            if until():
+                return True
             self.poll_once(clock())
-            time.sleep(interval)
+            return False
+
+        wait_until(told_to_stop, timeout=math.inf, what="the supervisor's end", interval=interval)
 
 
 def add_isolation_options(parser: argparse.ArgumentParser, *, cgroups: bool = True) -> None:

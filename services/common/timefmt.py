@@ -12,10 +12,11 @@ import re
 import time
 from datetime import UTC, datetime
 
-_ISO = re.compile(
+_ISO = re.compile(  # ASCII digits only: str's \d also matches other scripts' digits
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})"
     r"(?:[.,](\d{1,9}))?"
-    r"(Z|z|[+-]\d{2}:?\d{2})?$"
+    r"(Z|z|[+-]\d{2}:?\d{2})?$",
+    re.ASCII,
 )
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tools.clients import Backend, Processors, wait_for
+from tools.clients import Backend, Processors
 from tools.stack import Stack, StackConfig
 
-__all__ = ["Backend", "Processors", "wait_for"]
+__all__ = ["Backend", "Processors"]
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:

@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from services.common.rpc import pipeline_pb2 as pb
 from services.common.rpc import pipeline_pb2_grpc
-from tools.clients import Backend, Load, Processors, Verdict, verify, wait_for
+from tools.clients import Backend, Load, Processors, Verdict, verify
 from tools.stack import Stack, StackConfig
+from tools.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -85,8 +87,11 @@ def heal(cluster: Stack) -> None:
     # Every api of every node (nginx alternates between a node's two) reaches the store.
     for url in cluster.config.base_urls:
         node = Backend(url)
-        wait_for(lambda node=node: all(node.http.get("/stats").status_code == 200 for _ in range(4)), 20,
-                 f"{url}'s apis to reach the store")
+
+        def both_apis_answer(node: Backend = node) -> bool:
+            return all(node.http.get("/stats").status_code == 200 for _ in range(4))
+
+        wait_until(both_apis_answer, timeout=20, what=f"{url}'s apis to reach the store", ignoring=httpx.HTTPError)
 
 
 def live_consumers(cluster: Stack) -> int:
@@ -165,7 +170,7 @@ def test_a_consumer_frozen_past_its_heartbeat_and_lease_then_continued(
     stand_ins.configure("default", delay=0)
     assert progress > 200, "node 1's consumer should have gone on processing"
     check_invariants(cluster, load, nodes, stand_ins)
-    wait_for(lambda: live_consumers(cluster) == 2, 10, "the continued consumer to beat again")
+    wait_until(lambda: live_consumers(cluster) == 2, timeout=10, what="the continued consumer to beat again")
 
 
 def test_each_processor_is_polled_at_most_once_per_interval_by_the_whole_cluster(
@@ -174,7 +179,7 @@ def test_each_processor_is_polled_at_most_once_per_interval_by_the_whole_cluster
     interval: with both nodes' consumers running, the stand-ins never see two
     health calls less than 5 s apart (429s count too: a refused call still
     spends the budget and is what a second poller would get)."""
-    wait_for(lambda: live_consumers(cluster) == 2, 10, "both consumers to beat")
+    wait_until(lambda: live_consumers(cluster) == 2, timeout=10, what="both consumers to beat")
     stand_ins.reset()  # the purge empties the health-call logs
     load = Load(cluster.config.base_urls, per_second=20)
     load.start()
@@ -199,7 +204,7 @@ def test_every_node_answers_metrics_and_stats_for_the_whole_cluster(fresh: None,
             stats = node.stats()
             return ({api["instance"] for api in stats["apis"]} == apis
                     and stats["consumer"]["alive"] == len(consumers))
-        wait_for(complete, 10, f"{node.http.base_url}/stats to list every api")
+        wait_until(complete, timeout=10, what=f"{node.http.base_url}/stats to list every api", ignoring=httpx.HTTPError)
         text = node.http.get("/metrics").text
         for instance in apis:
             assert f'rinha_api_spool_bytes{{instance="{instance}"}}' in text, instance

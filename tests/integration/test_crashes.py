@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
-from tools.clients import Backend, Load, Processors, Verdict, verify, wait_for
+from tools.clients import Backend, Load, Processors, Verdict, verify
 from tools.stack import Stack
+from tools.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +75,8 @@ def test_a_restarted_consumer_does_not_wait_out_a_dead_ones_leases(clean: None, 
         stack.config.service_env.pop("cache", None)
         stack.restart("cache")
         # Both apis (nginx alternates) back on the cache before the next test purges it.
-        wait_for(lambda: all(backend.http.get("/stats").status_code == 200 for _ in range(4)), 15,
-                 "the apis to reach the restarted cache")
+        wait_until(lambda: all(backend.http.get("/stats").status_code == 200 for _ in range(4)), timeout=15,
+                   what="the apis to reach the restarted cache", ignoring=httpx.HTTPError)
 
 
 @pytest.mark.parametrize("name", ["api1", "api2"])
@@ -114,7 +116,8 @@ def test_a_full_backlog_answers_503_and_drains_later(clean: None, stack: Stack, 
         assert refused and accepted
         assert refused[0].headers["Retry-After"] == "1" and "error" in refused[0].json()
         processors.configure("default", failure=False)
-        wait_for(lambda: backend.processed() >= len(accepted), 30, "the backlog to drain")
+        wait_until(lambda: backend.processed() >= len(accepted), timeout=30, what="the backlog to drain",
+                   ignoring=httpx.HTTPError)
         time.sleep(0.5)
         assert backend.processed() == len(accepted)
     finally:

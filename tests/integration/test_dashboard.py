@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from standin.faults import is_poison
-from tools.clients import Backend, Load, Processors, wait_for
+from tools.clients import Backend, Load, Processors
 from tools.stack import Stack
+from tools.waiting import wait_steady, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -180,21 +182,6 @@ def steady_figures(stats: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-def wait_steady(backend: Backend, seconds: float = 2.5, timeout: float = 30) -> dict[str, Any]:
-    """/stats once its figures have stayed the same for ``seconds``."""
-    deadline = time.monotonic() + timeout
-    last = backend.stats()
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        stats = backend.stats()
-        if steady_figures(stats) != steady_figures(last):
-            last, since = stats, time.monotonic()
-        elif time.monotonic() - since >= seconds:
-            return stats
-    raise AssertionError(f"/stats still changing after {timeout}s: {json.dumps(steady_figures(last))[:2000]}")
-
-
 def as_number(text: str) -> float:
     return float(text.replace(",", "").replace("%", ""))
 
@@ -287,7 +274,8 @@ def test_dashboard_follows_the_system(clean: None, stack: Stack, backend: Backen
     load.stop()
     accepted = len(load.accepted) + 1
     assert accepted >= 300, f"only {accepted} payments accepted"
-    wait_for(lambda: backend.processed() >= accepted, 60, f"{accepted} payments processed")
+    wait_until(lambda: backend.processed() >= accepted, timeout=60, what=f"{accepted} payments processed",
+               ignoring=httpx.HTTPError)
 
     # The lookup box saw it through to "processed", at default, with everything the answer has.
     wait_lookup_state(dashboard, "processed")
@@ -300,7 +288,7 @@ def test_dashboard_follows_the_system(clean: None, stack: Stack, backend: Backen
     assert timeline[0] == "not found" and timeline[-1] == "processed", timeline
 
     # The figures once the system is quiet: the page's (after its next poll) equal /stats'.
-    stats = wait_steady(backend)
+    stats = wait_steady(backend.stats, seconds=2.5, timeout=30, what="/stats' figures", figures=steady_figures)
     assert "apis" in stats and stats["apis"], "/stats has no apis[]"
     total = stats["processed"]["default"]["totalRequests"]
     dashboard.page.wait_for_function(
@@ -428,12 +416,14 @@ def test_dashboard_survives_failures_and_restarts(stack: Stack, backend: Backend
 
     resets_before = int(dashboard.metrics()["dashboard.resets"]["value"] or 0)
     answers.extend(with_counts(n, a) for n, a in [(1000, 1000), (1100, 1100), (5, 5), (20, 20), (40, 40)])
-    deadline = time.monotonic() + 15
     seen: list[tuple[float, float]] = []
-    while answers and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def shown_every_answer() -> bool:
         shown = dashboard.metrics()
         seen.append((float(shown["rate.completions"]["value"] or 0), float(shown["rate.intake"]["value"] or 0)))
+        return not answers
+
+    wait_until(shown_every_answer, timeout=15, what="the page to poll every fabricated /stats answer", interval=0.2)
     time.sleep(1.2)
     dashboard.page.unroute("**/stats")
     assert not answers, "the page stopped polling"

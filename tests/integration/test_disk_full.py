@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tools.clients import Backend, Load, Processors, Verdict, verify, wait_for
+from tools.clients import Backend, Load, Processors, Verdict, verify
 from tools.stack import Stack, StackConfig
+from tools.waiting import wait_until
 
 if TYPE_CHECKING:
     from conftest import SmallDisk  # tests/conftest.py
@@ -145,8 +146,8 @@ def test_a_full_journal_disk_leaves_intake_to_the_spools(
     time.sleep(1.0)
     with KeptFull(disks["cache"]):
         full_from = time.monotonic()
-        wait_for(lambda: cache_log.read_text(errors="replace").count("journal write failed") > logged_before,
-                 10, "the cache to find its journal's disk full")
+        wait_until(lambda: cache_log.read_text(errors="replace").count("journal write failed") > logged_before,
+                   timeout=10, what="the cache to find its journal's disk full")
         time.sleep(2.0)
         spooled = backend.http.get("/health").json()["spoolPending"]
         full_until = time.monotonic()

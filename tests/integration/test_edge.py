@@ -24,6 +24,7 @@ import pytest
 
 from tools.clients import Processors
 from tools.stack import Stack
+from tools.waiting import NotReached, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -185,7 +186,7 @@ def opened(stack: Stack) -> Iterator[Callable[[str], RawConnection]]:
 def exchange(stack: Stack, target: str, request: bytes, answers: int = 1) -> tuple[list[Answer], RawConnection]:
     conn = connect(stack, target)
     conn.send(request)
-    got = []
+    got: list[Answer] = []
     for _ in range(answers):
         answer = conn.read_one()
         assert answer is not None, f"connection closed with {len(got)} of {answers} answers: {got}"
@@ -235,16 +236,17 @@ def admitted_anywhere(stack: Stack, correlation_id: str) -> bool:
 def assert_charged_exactly_once(processors: Processors, ids: set[str], timeout: float = 15) -> None:
     """Each id at exactly one processor, and the processors hold nothing else
     (every test starts on purged processors: ``clean``)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    seen: list[tuple[dict[str, list[str]], int]] = []  # (where each id is, how many the processors hold)
+
+    def charged() -> bool:
         where = {cid: [n for n in ("default", "fallback") if processors.find(n, cid)] for cid in ids}
-        total = sum(processors.summary(n)["totalRequests"] for n in ("default", "fallback"))
-        if all(where.values()) and total >= len(ids):
-            break
-        if time.monotonic() > deadline:
-            missing = [cid for cid, found in where.items() if not found]
-            raise AssertionError(f"not charged within {timeout}s: {missing} (processors hold {total})")
-        time.sleep(0.1)
+        seen.append((where, sum(processors.summary(n)["totalRequests"] for n in ("default", "fallback"))))
+        return all(where.values()) and seen[-1][1] >= len(ids)
+
+    wait_until(charged, timeout=timeout, what=f"{len(ids)} payments charged", interval=0.1,
+               on_timeout=lambda: f"missing {[cid for cid, found in seen[-1][0].items() if not found]} "
+                                  f"(processors hold {seen[-1][1]})")
+    where, total = seen[-1]
     assert all(len(found) == 1 for found in where.values()), where
     assert total == len(ids), f"processors hold {total} payments for {len(ids)} accepted ids"
 
@@ -496,15 +498,14 @@ def test_a_slowloris_head_is_cut_off(stack: Stack, target: str, opened: Callable
     once the server's header timeout passes; it is not held open."""
     conn = opened(target)
     conn.send(b"POST /payments HTTP/1.1\r\nHost: edge.test\r\n")
-    started = time.monotonic()
-    cut = False
-    while time.monotonic() - started < SLOW_CLIENT_TIMEOUT + 3:
-        if not conn.send(b"X-Slow: %d\r\n" % int(time.monotonic())):
-            cut = True
-            break
-        if conn.closed_within(0.5):
-            cut = True
-            break
+
+    def cut_off() -> bool:  # paced by the half second closed_within waits
+        return not conn.send(b"X-Slow: %d\r\n" % int(time.monotonic())) or conn.closed_within(0.5)
+
+    try:
+        cut = wait_until(cut_off, timeout=SLOW_CLIENT_TIMEOUT + 3, what="the dribbled head cut off", interval=0)
+    except NotReached:
+        cut = False
     if not cut and target == "aiohttp":
         pytest.xfail("aiohttp's server has no timeout for a head still arriving; the socket is "
                      "private to nginx, whose client_header_timeout cuts a slow head off first (left alone)")

@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.cache.health import READINESS
 from services.common.probe import grpc_serving, http_status
 from tools import processes
-from tools.clients import Backend, Processors, wait_for
+from tools.clients import Backend, Processors
 from tools.redis_server import RedisServer
 from tools.stack import REPO, Stack
+from tools.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,8 @@ def test_metrics_agree_with_the_processors_and_cover_every_instance(
     for _ in range(sent):
         _, response = backend.pay()
         assert response.status_code == 202
-    wait_for(lambda: backend.processed() >= sent, 30, "every payment processed")
+    wait_until(lambda: backend.processed() >= sent, timeout=30, what="every payment processed",
+               ignoring=httpx.HTTPError)
     # The apis and the consumer report once a second: wait for the counts to catch up.
     reads: list[dict[tuple[str, frozenset[tuple[str, str]]], float]] = []
 
@@ -78,7 +80,7 @@ def test_metrics_agree_with_the_processors_and_cover_every_instance(
                 and _total(reads[-1], "rinha_processor_requests_total", outcome="ok")
                 - _total(before, "rinha_processor_requests_total", outcome="ok") >= sent)
 
-    wait_for(caught_up, 10, "the apis' and the consumer's reports")
+    wait_until(caught_up, timeout=10, what="the apis' and the consumer's reports", ignoring=httpx.HTTPError)
     after = reads[-1]
     assert _sorted_202s(reads) == [_total(r, "rinha_api_payments_total", status="202") for r in reads], \
         "a counter went down between two scrapes"
@@ -133,7 +135,7 @@ def test_an_api_is_live_at_once_and_ready_once_it_has_reached_the_cache(
     api = f"unix:{tmp_path / 'api.sock'}"
     spawned.append(_spawn("services.api", {"API_LISTEN": api, "CACHE_ADDRESS": cache,
                                             "API_SPOOL_DIR": str(tmp_path / "spool")}, tmp_path / "api.log"))
-    wait_for(lambda: (tmp_path / "api.sock").exists(), 20, "the api's socket")
+    wait_until(lambda: (tmp_path / "api.sock").exists(), timeout=20, what="the api's socket")
     assert http_status(api, "/health/live") == 200
     status, why = _ready_json(api)
     assert (status, why) == (503, "the cache has not been reached yet")
@@ -144,15 +146,16 @@ def test_an_api_is_live_at_once_and_ready_once_it_has_reached_the_cache(
         # Nothing listens there: no processor's health can become known.
         "PROCESSOR_DEFAULT_URL": "http://127.0.0.1:9", "PROCESSOR_FALLBACK_URL": "http://127.0.0.1:9"},
         tmp_path / "consumer.log"))
-    wait_for(lambda: (tmp_path / "consumer-health.sock").exists(), 20, "the consumer's health socket")
+    wait_until(lambda: (tmp_path / "consumer-health.sock").exists(), timeout=20, what="the consumer's health socket")
     assert http_status(consumer_health, "/health/live") == 200
     assert _ready_json(consumer_health) == (503, "no heartbeat accepted by the cache yet")
 
     spawned.append(_spawn("services.cache", {"CACHE_ADDRESS": cache, "CACHE_JOURNAL": str(tmp_path / "journal.log")},
                           tmp_path / "cache.log"))
-    wait_for(lambda: _ready_json(api)[0] == 200, 20, "the api ready once the cache is there")
-    wait_for(lambda: _ready_json(consumer_health)[1].startswith("no health known yet"), 20,
-             "the consumer's heartbeat accepted")
+    wait_until(lambda: _ready_json(api)[0] == 200, timeout=20, what="the api ready once the cache is there",
+               ignoring=httpx.HTTPError)
+    wait_until(lambda: _ready_json(consumer_health)[1].startswith("no health known yet"), timeout=20,
+               what="the consumer's heartbeat accepted", ignoring=httpx.HTTPError)
     assert _ready_json(consumer_health) == (503, "no health known yet for default, fallback")
     assert grpc_serving(cache, READINESS) == "SERVING"
 
@@ -165,14 +168,15 @@ def test_a_cache_on_redis_is_not_ready_while_redis_is_gone_and_stays_live(
         spawned.append(_spawn("services.cache", {"CACHE_ADDRESS": cache, "CACHE_STORE": "redis",
                                                   "REDIS_URL": redis.url, "REDIS_TIMEOUT_MS": "500"},
                               tmp_path / "cache.log"))
-        wait_for(lambda: (tmp_path / "cache.sock").exists(), 20, "the cache's socket")
-        wait_for(lambda: grpc_serving(cache, READINESS) == "SERVING", 10, "ready on a live Redis")
+        wait_until(lambda: (tmp_path / "cache.sock").exists(), timeout=20, what="the cache's socket")
+        wait_until(lambda: grpc_serving(cache, READINESS) == "SERVING", timeout=10, what="ready on a live Redis")
         redis.kill()
         started = time.monotonic()
-        wait_for(lambda: grpc_serving(cache, READINESS) == "NOT_SERVING", 10, "not ready without Redis")
+        wait_until(lambda: grpc_serving(cache, READINESS) == "NOT_SERVING", timeout=10, what="not ready without Redis")
         assert time.monotonic() - started < 5
         assert grpc_serving(cache) == "SERVING"  # alive: restarting the cache would not bring Redis back
         redis.start()
-        wait_for(lambda: grpc_serving(cache, READINESS) == "SERVING", 15, "ready again once Redis is back")
+        wait_until(lambda: grpc_serving(cache, READINESS) == "SERVING", timeout=15,
+                   what="ready again once Redis is back")
     finally:
         redis.stop()

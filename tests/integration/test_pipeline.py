@@ -7,10 +7,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
-from tools.clients import Backend, Processors, wait_for
+from tools.clients import Backend, Processors
 from tools.stack import Stack
+from tools.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +26,9 @@ def processed(backend: Backend) -> int:
 
 
 def wait_processed(backend: Backend, count: int, timeout: float = 30) -> None:
-    wait_for(lambda: backend.processed() >= count, timeout, f"{count} payments processed")
-    wait_for(lambda: backend.backlog() == 0, timeout, "an empty queue")
+    wait_until(lambda: backend.processed() >= count, timeout=timeout, what=f"{count} payments processed",
+               ignoring=httpx.HTTPError)
+    wait_until(lambda: backend.backlog() == 0, timeout=timeout, what="an empty queue", ignoring=httpx.HTTPError)
 
 
 def assert_consistent(backend: Backend, processors: Processors, windows: list[dict[str, str]]) -> None:
@@ -70,7 +73,8 @@ def test_payments_are_processed_once_and_summaries_match(clean: None, backend: B
         assert before[name]["totalRequests"] == backend.summary(window)[name]["totalRequests"]
     state = backend.http.get(f"/payments/{ids[0]}").json()
     assert state["state"] == "processed" and state["processor"] == "default"
-    assert processors.find("default", ids[0])["requestedAt"] == state["requestedAt"]
+    found = processors.find("default", ids[0])
+    assert found is not None and found["requestedAt"] == state["requestedAt"]
 
 
 def test_a_repeated_correlation_id_is_charged_once(clean: None, backend: Backend,
@@ -115,11 +119,13 @@ def test_unknown_outcomes_are_settled_not_retried_blindly(clean: None, stack: St
         processors.configure("default", delay=800)
         for _ in range(20):
             assert backend.pay()[1].status_code == 202
-        wait_for(lambda: backend.stats()["consumer"]["unknownOutcomes"] >= 1, 10, "an unknown outcome")
+        wait_until(lambda: backend.stats()["consumer"]["unknownOutcomes"] >= 1, timeout=10, what="an unknown outcome",
+                   ignoring=httpx.HTTPError)
         processors.configure("default", delay=0)
         wait_processed(backend, 20, timeout=40)
         end = datetime.now(UTC) + timedelta(seconds=1)
-        wait_for(lambda: backend.stats()["consumer"]["unknownSettled"] >= 1, 5, "a settled unknown outcome")
+        wait_until(lambda: backend.stats()["consumer"]["unknownSettled"] >= 1, timeout=5,
+                   what="a settled unknown outcome", ignoring=httpx.HTTPError)
         assert processed(backend) == 20
         assert processors.summary("default")["totalRequests"] + processors.summary("fallback")["totalRequests"] == 20
         assert_consistent(backend, processors, windows_around(start, end))
@@ -175,7 +181,8 @@ def test_unknown_paths_and_methods_answer_json(backend: Backend) -> None:
 def test_stats_and_health_report_the_pipeline(backend: Backend) -> None:
     health = backend.http.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    wait_for(lambda: backend.stats()["consumer"]["routing"] == "patient", 5, "consumer stats")
+    wait_until(lambda: backend.stats()["consumer"]["routing"] == "patient", timeout=5, what="consumer stats",
+               ignoring=httpx.HTTPError)
     stats = backend.stats()
     assert stats["consumer"]["workers"]["size"] > 0
     assert set(stats["processed"]) == {"default", "fallback"}

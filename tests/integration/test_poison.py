@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+import httpx
 import pytest
 
-from tools.clients import Backend, Processors, wait_for
+from tools.clients import Backend, Processors
+from tools.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 EVERY = 3  # the stand-in refuses ids whose sha256 is a multiple of this
@@ -35,8 +37,8 @@ def test_a_refused_payment_is_parked_and_can_be_requeued(clean: None, backend: B
     bad = [cid for cid in ids if poison(cid)]
     good = [cid for cid in ids if not poison(cid)]
     assert bad and good
-    wait_for(lambda: backend.processed() == len(good) and backend.backlog() == 0, 30,
-             "every good payment processed behind the refused ones")
+    wait_until(lambda: backend.processed() == len(good) and backend.backlog() == 0, timeout=30,
+               what="every good payment processed behind the refused ones", ignoring=httpx.HTTPError)
 
     stats = backend.stats()
     assert stats["queue"]["rejected"] == len(bad)
@@ -55,7 +57,8 @@ def test_a_refused_payment_is_parked_and_can_be_requeued(clean: None, backend: B
     for cid in bad:
         answer = backend.http.post(f"/payments/{cid}/requeue")
         assert answer.status_code == 202 and answer.json()["state"] == "pending", answer.text
-    wait_for(lambda: backend.processed() == len(ids), 30, "the requeued payments processed")
+    wait_until(lambda: backend.processed() == len(ids), timeout=30, what="the requeued payments processed",
+               ignoring=httpx.HTTPError)
     assert backend.stats()["queue"]["rejected"] == 0
     assert processors.summary("default")["totalRequests"] == len(ids)
 

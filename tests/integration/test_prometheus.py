@@ -11,15 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tools.clients import Backend, Load, Processors, wait_for
+from tools.clients import Backend, Load, Processors
 from tools.prometheus_server import PrometheusNotInstalled, PrometheusServer, prometheus_binary
 from tools.stack import Stack
+from tools.waiting import wait_steady, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def prometheus(stack: Stack) -> Iterator[PrometheusServer]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def settled(what: str, read, expected, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+def settled(what: str, read, expected, timeout: float = 30.0):
     """Poll ``read()`` until it equals ``expected`` (the apis and consumers
     report about once a second, and Prometheus scrapes every second); the
     last reading either way."""
@@ -56,10 +57,8 @@ def settled(what: str, read, expected, timeout: float = 30.0):  # type: ignore[n
         seen.append(read())
         return bool(seen[-1] == expected)
 
-    try:
-        wait_for(check, timeout, f"{what} == {expected}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last seen {seen[-1] if seen else None}") from None
+    wait_until(check, timeout=timeout, what=f"{what} == {expected}", ignoring=httpx.HTTPError,
+               on_timeout=lambda: f"last seen {seen[-1] if seen else None}")
     return seen[-1]
 
 
@@ -68,15 +67,7 @@ def steady(prom: PrometheusServer, queries: tuple[str, ...], seconds: float = 3.
     scrapes: the reports of earlier tests' requests (each api and consumer
     reports about once a second) are in before the test reads its baseline."""
     prom.wait_for_scrape()
-    deadline = time.monotonic() + timeout
-    last = [prom.value(query) for query in queries]
-    since = time.monotonic()
-    while time.monotonic() - since < seconds:
-        assert time.monotonic() < deadline, f"{queries} still moving after {timeout}s: {last}"
-        time.sleep(0.5)
-        now = [prom.value(query) for query in queries]
-        if now != last:
-            last, since = now, time.monotonic()
+    wait_steady(lambda: [prom.value(query) for query in queries], seconds=seconds, timeout=timeout, what=str(queries))
 
 
 def test_prometheus_counters_agree_with_the_processors(clean: None, stack: Stack, backend: Backend,
@@ -93,7 +84,7 @@ def test_prometheus_counters_agree_with_the_processors(clean: None, stack: Stack
 
     load = Load(stack.config.base_url, per_second=300, concurrency=4)
     load.start()
-    wait_for(lambda: len(load.attempted) >= PAYMENTS - len(AMOUNTS) * 5, 30, "the load's payments")
+    wait_until(lambda: len(load.attempted) >= PAYMENTS - len(AMOUNTS) * 5, timeout=30, what="the load's payments")
     load.stop()
     accepted = len(load.accepted)
     for amount in AMOUNTS * 5:
@@ -107,8 +98,9 @@ def test_prometheus_counters_agree_with_the_processors(clean: None, stack: Stack
     assert not load.refused and not load.unanswered, load.statuses()
     assert accepted >= PAYMENTS
 
-    wait_for(lambda: backend.processed() >= accepted, 60, f"{accepted} payments processed")
-    wait_for(lambda: backend.backlog() == 0, 60, "an empty queue")
+    wait_until(lambda: backend.processed() >= accepted, timeout=60, what=f"{accepted} payments processed",
+               ignoring=httpx.HTTPError)
+    wait_until(lambda: backend.backlog() == 0, timeout=60, what="an empty queue", ignoring=httpx.HTTPError)
     theirs = {name: processors.summary(name) for name in ("default", "fallback")}
     assert sum(t["totalRequests"] for t in theirs.values()) == accepted, theirs
 
@@ -139,8 +131,8 @@ def test_prometheus_counters_agree_with_the_processors(clean: None, stack: Stack
         now = prom.values("sum by (processor) (rinha_processor_requests_total)", "processor")
         return {name: now.get(name, 0) - calls_before.get(name, 0) for name in theirs}
 
-    wait_for(lambda: all(made >= counts[name] for name, made in calls_made().items()), 30,
-             f"a call counted per payment processed ({counts})")
+    wait_until(lambda: all(made >= counts[name] for name, made in calls_made().items()), timeout=30,
+               what=f"a call counted per payment processed ({counts})", ignoring=httpx.HTTPError)
     calls = prom.values("sum by (processor) (rinha_processor_requests_total)", "processor")
     timed_calls = prom.values("sum by (processor) (rinha_processor_request_duration_seconds_count)", "processor")
     assert timed_calls == calls
@@ -199,14 +191,14 @@ def test_a_failing_processor_shows_and_trips_its_alert(clean: None, backend: Bac
         return [alert for group in prom.rule_groups() for rule in group["rules"]
                 if rule.get("name") == "ProcessorDown" for alert in rule.get("alerts", [])]
 
-    wait_for(lambda: [a["labels"]["processor"] for a in down_alerts()] == ["default"], 15,  # type: ignore[index]
-             "ProcessorDown pending for default")
+    wait_until(lambda: [a["labels"]["processor"] for a in down_alerts()] == ["default"], timeout=15,  # type: ignore[index]
+               what="ProcessorDown pending for default", ignoring=httpx.HTTPError)
     processors.configure("default", failure=False)
-    wait_for(lambda: backend.processed() >= 20, 60, "20 payments processed")
-    wait_for(lambda: backend.backlog() == 0, 60, "an empty queue")
+    wait_until(lambda: backend.processed() >= 20, timeout=60, what="20 payments processed", ignoring=httpx.HTTPError)
+    wait_until(lambda: backend.backlog() == 0, timeout=60, what="an empty queue", ignoring=httpx.HTTPError)
     count = processors.summary("default")["totalRequests"] + processors.summary("fallback")["totalRequests"]
     assert count == 20
     settled("processed as scraped", lambda: prom.value("sum(rinha_payments_processed_total)"), 20.0)
     settled("health as scraped", lambda: prom.values("max by (processor) (rinha_processor_failing)", "processor"),
             {"default": 0.0, "fallback": 0.0})
-    wait_for(lambda: down_alerts() == [], 15, "ProcessorDown gone")
+    wait_until(lambda: down_alerts() == [], timeout=15, what="ProcessorDown gone", ignoring=httpx.HTTPError)

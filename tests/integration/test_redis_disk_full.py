@@ -5,14 +5,14 @@ Nothing it acknowledged is lost."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import itertools
 
 import pytest
 
 from services.cache.redis_store import RedisStore
 from services.cache.store import StoreUnavailable
 from tools.redis_server import RedisServer
+from tools.waiting import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -26,26 +26,30 @@ async def test_a_full_disk_under_redis_is_unavailable_then_recovers(small_disk) 
             acknowledged = ["before"]
             await store.submit([("before", 1)])
             disk.fill()
-            refused = None
-            for i in range(500):  # Redis notices at its next AOF write
+            sent = itertools.count()
+
+            async def a_refusal() -> StoreUnavailable | None:
+                i = next(sent)
                 try:
                     await store.submit([(f"p{i}", 1)])
-                    acknowledged.append(f"p{i}")
                 except StoreUnavailable as exc:
-                    refused = exc
-                    break
-                await asyncio.sleep(0.01)
+                    return exc
+                acknowledged.append(f"p{i}")
+                return None
+
+            # Redis notices at its next AOF write.
+            refused = await wait_until_async(a_refusal, timeout=10, what="Redis to refuse writes", interval=0.01)
             assert refused is not None and "MISCONF" in str(refused), refused
             disk.free()
-            deadline = time.monotonic() + 15
-            while True:  # Redis retries its AOF write about once a second
-                try:
-                    await store.submit([("after", 1)])
-                    acknowledged.append("after")
-                    break
-                except StoreUnavailable:
-                    assert time.monotonic() < deadline, "Redis did not take writes again"
-                    await asyncio.sleep(0.2)
+
+            async def taken() -> bool:
+                await store.submit([("after", 1)])
+                return True
+
+            # Redis retries its AOF write about once a second.
+            await wait_until_async(taken, timeout=15, what="Redis to take writes again", interval=0.2,
+                                   ignoring=StoreUnavailable)
+            acknowledged.append("after")
             for correlation_id in acknowledged:
                 assert await store.lookup(correlation_id) is not None, correlation_id
         finally:

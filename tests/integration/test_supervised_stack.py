@@ -12,11 +12,13 @@ import json
 import signal
 import time
 
+import httpx
 import pytest
 
 from services.common import supervision
-from tools.clients import Backend, Processors, wait_for
+from tools.clients import Backend, Processors
 from tools.stack import Stack, Supervisor
+from tools.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +44,8 @@ def test_a_killed_consumer_is_restarted_counted_and_works(clean: None, stack: St
 
         correlation_id, response = backend.pay(12.34)
         assert response.status_code == 202
-        wait_for(lambda: backend.http.get(f"/payments/{correlation_id}").json().get("state") == "processed", 20,
-                 "the payment processed by the restarted consumer")
+        wait_until(lambda: backend.http.get(f"/payments/{correlation_id}").json().get("state") == "processed",
+                   timeout=20, what="the payment processed by the restarted consumer", ignoring=httpx.HTTPError)
         assert processors.find("default", correlation_id) or processors.find("fallback", correlation_id)
         assert supervisor.poll_once(time.monotonic()) == []  # nothing else died meanwhile
     finally:

@@ -14,7 +14,8 @@ import pytest
 from services.cache.memory.journal import Journal
 from services.cache.memory.state import MemoryState as Store
 from services.cache.memory.store import MemoryStore
-from services.cache.store import Completed, State, StoreUnavailable
+from services.cache.store import Completed, HandBack, Rejection, State, StoreUnavailable
+from tools.waiting import wait_until_async
 
 if TYPE_CHECKING:
     from conftest import SmallDisk  # tests/conftest.py
@@ -77,7 +78,7 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     store = Store()
     assert Journal(path).replay_into(store) == 3
     assert set(store.entries) == {"a", "b"}
-    assert store.lookup("a").state is State.DONE
+    assert store.entries["a"].state is State.DONE
 
 
 def test_purge_compacts_to_nothing(tmp_path: Path) -> None:
@@ -116,6 +117,38 @@ def test_a_lease_from_an_older_journal_has_no_holder(tmp_path: Path) -> None:
     assert {cid: e.holder for cid, e in store.leased.items()} == {"a": "", "b": "c1"}
 
 
+def test_a_journal_written_before_the_lease_had_its_field_replays_to_the_same_leases(tmp_path: Path) -> None:
+    """The records as earlier versions wrote them (the lease then travelled as
+    Payment.attempts): "a" as records (handed back once, lent again), "b" as a
+    snapshot writes a payment lent after three returns (its A record). The
+    consumer that outlived the cache names the lease it holds: honoured; an
+    earlier one: stale. The same after the snapshot the start-up writes."""
+    path = tmp_path / "j.log"
+    path.write_text("S a 100 1760000000000\nH c1 a\nR a 1760000000000 default\nH c1 a\n"
+                    "S b 200 1760000000000\nH c1 b\nA b 3\nS c 300 1760000000000\nH c1 c\n")
+
+    async def scenario() -> None:
+        for _ in range(2):  # from those records, then from the snapshot written at start
+            store = MemoryStore(lease_ms=60_000, journal_path=path)
+            await store.start()
+            leases = {cid: entry.lease for cid, entry in store.state.leased.items()}
+            assert leases == {"a": 1, "b": 3, "c": 0}
+            a, b = await store.lookup("a"), await store.lookup("b")
+            assert a is not None and b is not None and (a.attempts, b.attempts) == (1, 3)
+            assert store.state.entries["a"].check == ("default",)
+            await store.close()
+        store = MemoryStore(lease_ms=60_000, journal_path=path)
+        await store.start()
+        assert await store.requeue([HandBack("a", (), 0, 0)]) == 0
+        assert await store.reject([Rejection("b", "default", "no", 2)]) == 0
+        assert await store.requeue([HandBack("a", (), 0, 1)]) == 1
+        assert await store.reject([Rejection("b", "default", "no", 3)]) == 1
+        assert (await store.stats()).stale_requeues == 2
+        await store.close()
+
+    asyncio.run(scenario())
+
+
 # -- disk full, I/O errors ----------------------------------------------------
 
 REAL_WRITE = os.write
@@ -150,14 +183,12 @@ def record(journal: Journal, lines: list[str]) -> None:
 
 async def until_caught_up(journal: Journal, timeout: float = 3.0) -> None:
     """Resumes by itself: no call here writes anything, the journal's retry does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await journal.committed()
-            return
-        except StoreUnavailable:
-            assert time.monotonic() < deadline, "the journal did not catch up by itself"
-            await asyncio.sleep(0.05)
+    async def caught_up() -> bool:
+        await journal.committed()
+        return True
+
+    await wait_until_async(caught_up, timeout=timeout, what="the journal to catch up by itself",
+                           ignoring=StoreUnavailable)
 
 
 def lines_on_disk(path: Path) -> list[str]:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.cgroups import Limit
+from tools.cgroups import ResourceLimit
 from tools.stack import Stack, StackConfig, StackError, split_name
 
 
@@ -49,7 +49,7 @@ def test_a_node_landing_on_a_stand_in_port_refuses_to_start(tmp_path: Path) -> N
 
 
 def test_limits_go_by_name_under_the_configured_cgroup_parent(tmp_path: Path) -> None:
-    limit = Limit(0.5, 256 * 1024**2)
+    limit = ResourceLimit(0.5, 256 * 1024**2)
     stack = Stack(StackConfig(run_dir=tmp_path, store="redis", nodes=2, cgroup_parent="helper",
                               limits={"redis": limit, "n2.consumer": limit}))
     assert stack.cgroups["redis"].dirs["cpu"] == Path("/sys/fs/cgroup/cpu/helper/redis")

@@ -8,14 +8,16 @@ is pinned here against a server on an ephemeral port.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.common.timefmt import InvalidTimestamp, format_ms, parse_iso_us
 from standin.app import PROCESSOR, FixedWindowLimiter, Processor, StandinSettings, build_app, to_cents
 from standin.faults import Proxy, Refuse, Trickle, is_poison
+from standin.timestamps import NotATimestamp, epoch_us, text_ms
+from tools.waiting import wait_until_async
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,21 +107,14 @@ async def standin(start_standin: StartStandin) -> Standin:
     return await start_standin()
 
 
-async def _eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 async def _eventually_found(standin: Standin, cid: str, timeout: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The stored payment once ``GET /payments/{cid}`` finds it (404 until then)."""
+    async def found() -> Any:
         status, body, _ = await standin.call("GET", f"/payments/{cid}")
-        if status == 200:
-            return body
-        assert status == 404 and time.monotonic() < deadline, (status, body)
-        await asyncio.sleep(0.02)
+        assert status in (200, 404), (status, body)
+        return body if status == 200 else None
+
+    return await wait_until_async(found, timeout=timeout, what=f"payment {cid} stored", interval=0.02)
 
 
 # -- POST /payments and GET /payments/{id} --------------------------------------------------------
@@ -227,7 +227,8 @@ async def test_past_the_running_and_waiting_limits_it_answers_503(start_standin:
     started = time.monotonic()
     tasks = [asyncio.create_task(standin.pay(f"c{i}")) for i in range(3)]
     gate = standin.processor.gate
-    await _eventually(lambda: (gate.running, gate.waiting) == (2, 1))
+    await wait_until_async(lambda: (gate.running, gate.waiting) == (2, 1), timeout=2,
+                           what="two payments running and one waiting", interval=0.01)
 
     status, body = await standin.pay("c3")
     assert status == 503 and "error" in body
@@ -503,7 +504,8 @@ async def test_a_caller_that_gives_up_mid_trickle_still_finds_the_payment_stored
     with pytest.raises(asyncio.TimeoutError):
         await standin.pay("c1", timeout=aiohttp.ClientTimeout(total=0.2))
     assert "c1" in standin.processor.payments
-    await _eventually(lambda: standin.processor.gate.running == 0)  # the trickle stopped with the caller
+    await wait_until_async(lambda: standin.processor.gate.running == 0, timeout=2, interval=0.01,
+                           what="no payment running (the trickle stopped with the caller)")
     await standin.switch("trickle", every=0)
     assert (await standin.pay("c1"))[0] == 422
 
@@ -552,15 +554,13 @@ async def test_the_command_line_starts_a_server_with_its_fee_and_token() -> None
     try:
         url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(f"{url}/payments/none") as response:
-                        assert response.status == 404
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the stand-in did not start")
+            async def answers() -> bool:
+                async with http.get(f"{url}/payments/none") as response:
+                    assert response.status == 404
+                    return True
+
+            await wait_until_async(answers, timeout=10, what="the stand-in to start", interval=0.05,
+                                   ignoring=aiohttp.ClientConnectionError)
             payment = {"correlationId": "c1", "amount": 100, "requestedAt": T0}
             async with http.post(f"{url}/payments", json=payment) as response:
                 assert response.status == 200
@@ -572,3 +572,150 @@ async def test_the_command_line_starts_a_server_with_its_fee_and_token() -> None
         _, stderr = process.communicate(timeout=10)
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "fallback" in lines[0] and str(port) in lines[0]
+
+
+# -- its own timestamps (standin/timestamps.py): an oracle shares no code with the pipeline ---------
+
+def _imported_modules(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+    return modules
+
+
+async def test_no_module_of_the_stand_in_imports_the_pipelines_code() -> None:
+    sources = sorted((REPO / "standin").rglob("*.py"))
+    assert REPO / "standin" / "timestamps.py" in sources
+    pipeline = {f"{path.relative_to(REPO)}: {module}" for path in sources for module in _imported_modules(path)
+                if module == "services" or module.startswith("services.")}
+    assert pipeline == set()
+
+
+BASE_US = 1_594_384_496_000_000  # 2020-07-10T12:34:56Z
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2020-07-10T12:34:56.000Z", BASE_US),
+    ("2020-07-10T12:34:56Z", BASE_US),
+    ("2020-07-10T12:34:56z", BASE_US),
+    ("2020-07-10T12:34:56", BASE_US),
+    ("2020-07-10 12:34:56", BASE_US),
+    ("  2020-07-10T12:34:56Z\n", BASE_US),
+    ("2020-07-10T12:34:56.5Z", BASE_US + 500_000),
+    ("2020-07-10T12:34:56,25Z", BASE_US + 250_000),
+    ("2020-07-10T12:34:56.123456Z", BASE_US + 123_456),
+    ("2020-07-10T12:34:56.123456789Z", BASE_US + 123_456),
+    ("2020-07-10T15:34:56.000+03:00", BASE_US),
+    ("2020-07-10T09:34:56-0300", BASE_US),
+    ("2020-07-11T12:33:56+23:59", BASE_US),
+    ("1970-01-01T00:00:00Z", 0),
+    ("1969-12-31T23:59:59.999999Z", -1),
+])
+async def test_the_stand_in_reads_a_timestamp(text: str, expected: int) -> None:
+    assert epoch_us(text) == expected
+
+
+async def test_a_lower_bound_rounds_into_its_window() -> None:
+    assert epoch_us("2020-07-10T12:34:56.0000001Z", round_up=True) == BASE_US + 1
+    assert epoch_us("2020-07-10T12:34:56.0000001Z") == BASE_US
+    assert epoch_us("2020-07-10T12:34:56.000001000Z", round_up=True) == BASE_US + 1
+
+
+INVALID = ["", " ", "yesterday", "2020-07-10", "2020-07-10T12:34", "2020-07-10T12:34:5", "20200710T123456Z",
+           "2020-7-10T12:34:56Z", "2020-07-10t12:34:56Z", "2020-07-10T12:34:56.Z", "2020-07-10T12:34:56.1234567890Z",
+           "2020-13-10T12:34:56Z", "2020-02-30T00:00:00Z", "2020-07-32T00:00:00Z", "2020-07-10T25:00:00Z",
+           "2020-07-10T24:00:00Z", "2020-07-10T12:60:00Z", "2020-07-10T12:34:60Z", "0000-01-01T00:00:00Z",
+           "2020-07-10T12:34:56+25:00", "2020-07-10T12:34:56+24:00", "2020-07-10T12:34:56+00:60",
+           "2020-07-10T12:34:56+3:00", "2020-07-10T12:34:56+03:0", "2020-07-10T12:34:56+03:00:00",
+           "2020-07-10T12:34:56 Z", "2020-07-10T12:34:56ZZ", "2020-07-10T12:34:56UTC", "2020-07-10T12:34:56+0",
+           "2020-07-10T12:34:56.5.5Z", "+2020-07-10T12:34:56Z", "2020-07-10T12:34:56.123+03:00x"]
+
+
+@pytest.mark.parametrize("text", INVALID)
+async def test_the_stand_in_refuses_what_is_not_a_timestamp_as_the_pipeline_does(text: str) -> None:
+    with pytest.raises(NotATimestamp):
+        epoch_us(text)
+    with pytest.raises(InvalidTimestamp):
+        parse_iso_us(text)
+
+
+async def test_both_take_ascii_digits_only() -> None:
+    """The contract's timestamps are written in ASCII digits. The stand-in
+    found that services/common/timefmt.py's ``\\d`` took other scripts' too."""
+    arabic_indic_2020 = "\u0662\u0660\u0662\u0660-07-10T12:34:56Z"
+    with pytest.raises(NotATimestamp):
+        epoch_us(arabic_indic_2020)
+    with pytest.raises(InvalidTimestamp):
+        parse_iso_us(arabic_indic_2020)
+
+
+async def test_the_stand_in_writes_milliseconds_and_z() -> None:
+    assert text_ms(BASE_US // 1000 + 7) == "2020-07-10T12:34:56.007Z"
+    assert text_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert text_ms(-1) == "1969-12-31T23:59:59.999Z"
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> str:
+    """Any text of the form both accept: every separator, fraction and zone."""
+    moment = datetime(1, 1, 2) + timedelta(seconds=draw(st.integers(0, 315_537_465_599)))  # to 9999-12-30
+    places = draw(st.integers(0, 9))
+    fraction = f"{draw(st.sampled_from('.,'))}{draw(st.integers(0, 10**places - 1)):0{places}d}" if places else ""
+    zone = draw(st.sampled_from(["", "Z", "z"]) | st.builds(
+        lambda sign, hours, minutes, colon: f"{sign}{hours:02d}{':' if colon else ''}{minutes:02d}",
+        st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59), st.booleans()))
+    blank = draw(st.sampled_from(["", " ", "\t", "\n"]))
+    return (f"{blank}{moment.year:04d}-{moment.month:02d}-{moment.day:02d}{draw(st.sampled_from('T '))}"
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}{fraction}{zone}{blank}")
+
+
+def _read(parse: Callable[..., int], refusal: type[ValueError], text: str, round_up: bool) -> int | None:
+    """The instant ``parse`` reads in ``text``; None if it refuses it."""
+    try:
+        return parse(text, round_up=round_up)
+    except refusal:
+        return None
+
+
+async def test_the_stand_in_and_the_pipeline_agree_on_every_valid_timestamp() -> None:
+    @settings(max_examples=800, deadline=None)
+    @given(timestamps(), st.booleans())
+    def agree(text: str, round_up: bool) -> None:
+        assert epoch_us(text, round_up=round_up) == parse_iso_us(text, round_up=round_up), text
+
+    agree()
+
+
+def _one_edit_away(valid: str, alphabet: str = "0123456789-:Tt Zz+.,x") -> Iterator[str]:
+    """Every text with one character of ``valid`` deleted, replaced, or one inserted."""
+    for at in range(len(valid) + 1):
+        yield valid[:at] + valid[at + 1:]
+        for char in alphabet:
+            yield valid[:at] + char + valid[at:]
+            yield valid[:at] + char + valid[at + 1:]
+
+
+async def test_the_stand_in_and_the_pipeline_agree_on_every_timestamp_one_edit_away() -> None:
+    """Both refuse it, or both read the same instant (ASCII only: the
+    pipeline's regular expression takes any Unicode digit, the stand-in ASCII ones)."""
+    @settings(max_examples=150, deadline=None)
+    @given(timestamps(), st.booleans())
+    def agree(valid: str, round_up: bool) -> None:
+        for text in _one_edit_away(valid):
+            ours = _read(epoch_us, NotATimestamp, text, round_up)
+            assert ours == _read(parse_iso_us, InvalidTimestamp, text, round_up), text
+
+    agree()
+
+
+async def test_the_stand_in_writes_what_the_pipeline_writes_and_reads_it_back() -> None:
+    @settings(max_examples=1000, deadline=None)
+    @given(st.integers(min_value=-30_610_224_000_000, max_value=253_402_300_799_999))  # years 1000 to 9999
+    def agree(epoch_ms: int) -> None:
+        assert text_ms(epoch_ms) == format_ms(epoch_ms)
+        assert epoch_us(text_ms(epoch_ms)) == epoch_ms * 1000
+
+    agree()
