@@ -1,13 +1,18 @@
 """The deployment rules of docs/contract.md §1, checked on docker-compose.yml (no
 Docker engine runs here)."""
 
-from pathlib import Path
+import fnmatch
+import tomllib
+from pathlib import Path, PurePosixPath
 
+import dockerfile_reader
+import nginx_config
 import pytest
 import yaml
+from nginx_config import Directive
 
 from services.api.__main__ import default_payments_listen
-from tools.cgroups import Cgroup, Limit, compose_limits, parse_cpuset, parse_memory
+from tools.cgroups import Cgroup, ResourceLimit, compose_limits, parse_cpuset, parse_memory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,6 +20,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def nginx() -> Directive:
+    return nginx_config.load(REPO / "nginx.conf")
 
 
 def test_every_service_declares_limits_within_the_budget(compose: dict) -> None:
@@ -48,7 +58,7 @@ def test_a_cpuset_becomes_the_affinity_of_what_runs_in_the_cgroup(tmp_path: Path
     import subprocess
     import sys
 
-    cgroup = Cgroup("t", Limit(0.5, 1 << 20, cpuset=frozenset({0})))
+    cgroup = Cgroup("t", ResourceLimit(0.5, 1 << 20, cpuset=frozenset({0})))
     cgroup.dirs = {name: tmp_path / name for name in cgroup.dirs}
     for directory in cgroup.dirs.values():
         directory.mkdir()
@@ -71,16 +81,50 @@ def test_no_host_network_privileged_or_replicas(compose: dict) -> None:
         assert "replicas" not in service.get("deploy", {}), name
 
 
-def test_two_api_instances_behind_nginx(compose: dict) -> None:
+def upstream_servers(http: Directive) -> dict[str, list[str]]:
+    """Each upstream block's name, to the addresses of its servers."""
+    return {upstream.args[0]: [server.args[0] for server in upstream.all("server")]
+            for upstream in http.all("upstream")}
+
+
+def proxied_locations(nginx: Directive) -> dict[tuple[str, ...], tuple[list[Directive], str]]:
+    """Each location that proxies to an upstream (``proxy_pass http://NAME``), to
+    the blocks it sits in (outermost first, itself last) and the upstream's name."""
+    found = {}
+    for path, location in nginx.walk():
+        proxy_pass = location.value("proxy_pass") if location.name == "location" else None
+        if proxy_pass:
+            (target,) = proxy_pass
+            assert target.startswith("http://"), target
+            found[location.args] = ([*path, location], target.removeprefix("http://").rstrip("/"))
+    return found
+
+
+def test_two_api_instances_behind_nginx(compose: dict, nginx: Directive) -> None:
+    """POST /payments goes to every api's payments lane, everything else to
+    every api's aiohttp server, each over kept-alive connections; nothing is
+    logged per request."""
     apis = [s for s in compose["services"].values() if "services.api" in " ".join(s.get("command", []))]
     assert len(apis) >= 2
-    nginx = (REPO / "nginx.conf").read_text()
-    assert nginx.count("server unix:/run/rinha/api") == 2 * len(apis)  # each: lane + aiohttp
-    for api in apis:
-        listen = api["environment"]["API_LISTEN"]
-        assert f"server {listen} " in nginx
-        assert f"server {default_payments_listen(listen)} " in nginx
-    assert "access_log off" in nginx and "keepalive 256" in nginx
+    listens = [api["environment"]["API_LISTEN"] for api in apis]
+    upstreams = upstream_servers(nginx.one("http"))
+    routes = proxied_locations(nginx)
+    _, lanes = routes[("=", "/payments")]
+    _, aiohttp = routes[("/",)]
+    assert sorted(upstreams[lanes]) == sorted(default_payments_listen(listen) for listen in listens)
+    assert sorted(upstreams[aiohttp]) == sorted(listens)
+    assert {name for _, name in routes.values()} == set(upstreams)  # no upstream left unused
+    for where, (blocks, name) in routes.items():
+        # An upstream's keepalive is void unless nginx speaks HTTP/1.1 to it
+        # and drops the client's "Connection" header (nginx sends "close").
+        keepalive = nginx.one("http").one("upstream", name).value("keepalive")
+        assert keepalive and int(keepalive[0]) >= (256 if name == lanes else 1), (name, keepalive)
+        assert nginx_config.effective(blocks, "proxy_http_version") == [("1.1",)], where
+        headers = dict(nginx_config.effective(blocks, "proxy_set_header"))
+        assert headers.get("Connection") == "", where
+    for path, location in nginx.walk():
+        if location.name == "location":
+            assert nginx_config.effective([*path, location], "access_log") == [("off",)], location.args
 
 
 def test_consumer_reaches_processors_on_the_external_network(compose: dict) -> None:
@@ -92,9 +136,39 @@ def test_consumer_reaches_processors_on_the_external_network(compose: dict) -> N
     assert env["PROCESSOR_FALLBACK_URL"] == "http://payment-processor-fallback:8080"
 
 
+def pip_install_targets(argv: list[str]) -> list[str] | None:
+    """What a ``pip install`` (or ``python -m pip install``) command installs; None for any other command."""
+    if argv[:3] in (["python", "-m", "pip"], ["python3", "-m", "pip"]):
+        argv = argv[2:]
+    if not argv or PurePosixPath(argv[0]).name not in ("pip", "pip3") or argv[1:2] != ["install"]:
+        return None
+    return [word for word in argv[2:] if not word.startswith("-")]
+
+
 def test_services_run_from_the_built_image(compose: dict) -> None:
-    dockerfile = (REPO / "Dockerfile").read_text()
-    assert "pip install ." in dockerfile
+    """The image pip-installs this project: a RUN installs the directory that
+    the COPYs before it filled with pyproject.toml and every package the
+    project declares; the services are built from that image."""
+    found = dockerfile_reader.instructions((REPO / "Dockerfile").read_text())
+    installs = [(index, PurePosixPath(target)) for index, instruction in enumerate(found)
+                if instruction.keyword == "RUN"
+                for argv, _ in dockerfile_reader.shell_commands(instruction.value)
+                for target in pip_install_targets(argv) or []]
+    assert installs, "no RUN pip-installs anything"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {path.name for path in REPO.iterdir() if (path / "__init__.py").is_file()
+                and any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)}
+    assert packages >= {"services"}, packages
+    installed = []
+    for index, target in installs:
+        directory = dockerfile_reader.workdir_at(found, index) / target
+        copied = dockerfile_reader.copied_before(found, index, REPO)
+        if copied.get(directory / "pyproject.toml") == REPO / "pyproject.toml":
+            installed.append(directory)
+            for package in packages:
+                assert copied.get(directory / package) == REPO / package, f"{package} is not in the image"
+    assert installed, f"pip installs {[str(target) for _, target in installs]}, none of them this project"
     for name in ("api1", "api2", "cache", "consumer"):
         assert compose["services"][name]["build"] == "."
 

@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import dockerfile_reader
 import grpc
+import nginx_config
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,7 +30,7 @@ from services.api.__main__ import ApiSettings, default_payments_listen
 from services.cache.__main__ import CacheSettings
 from services.cache.health import READINESS
 from services.consumer.__main__ import ConsumerSettings
-from services.orch import Limits
+from services.orch import OrchestratorLimits
 from tools.cgroups import compose_limits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +38,8 @@ COMPOSE_FILE = REPO / "docker-compose.redis.yml"
 NODE_SERVICE = re.compile(r"(node\d+)-(nginx|api\d+|cache|consumer)")
 SOCKETS = "/run/rinha"
 REDIS_DATA_DIR = "/data"  # the redis image's working directory, where its AOF goes
-SETTINGS = {"api": ApiSettings, "cache": CacheSettings, "consumer": ConsumerSettings}
+SETTINGS: dict[str, type[ApiSettings] | type[CacheSettings] | type[ConsumerSettings]] = {
+    "api": ApiSettings, "cache": CacheSettings, "consumer": ConsumerSettings}
 
 
 # ---- reading the file as compose does ----------------------------------------
@@ -144,9 +147,9 @@ def interpolate(text: str, env: dict[str, str], *, strict: bool = False) -> str:
         op, arg, value = match.group("op"), match.group("arg"), env.get(name)
         unset = value is None or (op is not None and op.startswith(":") and value == "")
         if op in ("-", ":-"):
-            return arg if unset else value
+            return arg if unset or value is None else value
         if op in ("?", ":?"):
-            if unset:
+            if unset or value is None:
                 raise ValueError(f"{name} is required: {arg}")
             return value
         if op in ("+", ":+"):
@@ -262,7 +265,10 @@ def test_redis_keeps_an_append_only_file_on_a_named_volume(compose: dict, servic
     assert interpolate(options["--appendfsync"], {"REDIS_APPENDFSYNC": "always"}) == "always"
     (data,) = mounted_at(redis, options.get("--dir", REDIS_DATA_DIR))
     assert is_named(data) and data in compose["volumes"]
-    assert redis["healthcheck"]["test"][-1].startswith("redis-cli ping")
+    kind, check = redis["healthcheck"]["test"]  # healthy on PONG only: "-LOADING" while the AOF replays
+    assert kind == "CMD-SHELL"
+    assert dockerfile_reader.shell_commands(interpolate(check, {})) == [(["redis-cli", "ping"], "|"),
+                                                                        (["grep", "-q", "PONG"], "")]
 
 
 # ---- node-local hops ---------------------------------------------------------
@@ -300,8 +306,11 @@ def test_no_two_apis_share_a_spool_volume(compose: dict, services: dict,
 
 
 def test_every_nginx_fronts_its_own_node_on_a_distinct_port(services: dict) -> None:
-    conf = (REPO / "nginx.conf").read_text()
-    (listen,) = re.findall(r"listen (\d+)", conf)
+    http = nginx_config.load(REPO / "nginx.conf").one("http")
+    (server,) = http.all("server")
+    listen = (server.value("listen") or ("",))[0].rpartition(":")[2]  # "9999" or "address:9999"
+    assert listen.isdigit(), server.value("listen")
+    upstreams = {address.args[0] for upstream in http.all("upstream") for address in upstream.all("server")}
     host_ports = []
     for node, members in nodes(services).items():
         (nginx_name,) = [name for name, r in members.items() if r == "nginx"]
@@ -315,11 +324,12 @@ def test_every_nginx_fronts_its_own_node_on_a_distinct_port(services: dict) -> N
         source, read_only = conf_mounts[0]
         assert (COMPOSE_FILE.parent / source).resolve() == REPO / "nginx.conf" and read_only
         listens = {environment(services[name])["API_LISTEN"] for name, r in members.items() if r == "api"}
-        upstreams = set(re.findall(r"server (unix:\S+)", conf))
         assert upstreams == listens | {default_payments_listen(address) for address in listens}, node
         assert set(depends_on(nginx)) == {name for name, r in members.items() if r == "api"}
-        test = nginx["healthcheck"]["test"]
-        assert f"http://127.0.0.1:{listen}/health" in test, nginx_name
+        kind, *argv = nginx["healthcheck"]["test"]  # through this nginx's own port to an api
+        assert kind == "CMD" and argv[0] == "wget", nginx_name
+        (url,) = [urlsplit(word) for word in argv if word.startswith("http://")]
+        assert (url.hostname, url.port, url.path) == ("127.0.0.1", int(listen), "/health"), nginx_name
     assert len(host_ports) == len(set(host_ports))
     published = {name for name, s in services.items() if s.get("ports")}
     assert published == {name for name, s in services.items() if role(s) == "nginx"}
@@ -384,7 +394,7 @@ def test_the_consumer_has_time_to_drain(services: dict, monkeypatch: pytest.Monk
     for name, consumer in of_role(services, "consumer").items():
         with service_env(monkeypatch, environment(consumer)):
             limits = ConsumerSettings.from_env().limits
-        drain = limits.job_timeout_seconds + Limits().abandon_timeout_seconds
+        drain = limits.job_timeout_seconds + OrchestratorLimits().abandon_timeout_seconds
         assert seconds(consumer["stop_grace_period"]) > drain, name
 
 

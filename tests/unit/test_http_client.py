@@ -14,7 +14,8 @@ import pytest
 import pytest_asyncio
 from rawhttp import Script, Server, read_request
 
-from services.consumer.http import AnswerLost, ConnectFailed, Origin, PoolExhausted, PoolLimits
+from services.consumer.http import AnswerLost, ConnectFailed, ConnectionLimits, Origin, PoolExhausted
+from tools.waiting import wait_until_async
 
 pytestmark = pytest.mark.both_loops
 
@@ -30,6 +31,11 @@ async def serve() -> AsyncIterator[Callable[[Script], Awaitable[Server]]]:
     yield start
     for server in started:
         server.close()
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Waits for ``condition``, however long a loaded machine takes, up to a generous bound."""
+    await wait_until_async(condition, timeout=within, what=what, interval=0.005)
 
 
 def keep_answering(answer: bytes) -> Script:
@@ -144,11 +150,12 @@ async def test_idle_connections_closed_by_the_server_or_too_old_are_not_reused(s
     origin = Origin(server.url)
     for _ in range(3):
         assert (await origin.request("GET", "/", timeout=2)).status == 200
-        await asyncio.sleep(0.05)  # the server's FIN arrives while the connection is idle
+        # The server's FIN arrives while the connection is idle.
+        await until(lambda: all(idle.reader.at_eof() for idle in origin._idle), "the server's FIN")
     assert server.connections == 3
 
     kept = await serve(keep_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-    origin = Origin(kept.url, PoolLimits(idle_seconds=0.05))
+    origin = Origin(kept.url, ConnectionLimits(idle_seconds=0.05))
     await origin.request("GET", "/", timeout=2)
     await asyncio.sleep(0.1)
     await origin.request("GET", "/", timeout=2)
@@ -157,20 +164,24 @@ async def test_idle_connections_closed_by_the_server_or_too_old_are_not_reused(s
 
 @pytest.mark.asyncio
 async def test_a_cancelled_request_closes_its_connection(serve) -> None:
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        await asyncio.sleep(0.3)
+        arrived.set()
+        await answer.wait()  # the answer comes once the request was cancelled
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
     server = await serve(slow)
     origin = Origin(server.url)
-    task = asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=2))
-    await asyncio.sleep(0.05)
+    task = asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=10))
+    await asyncio.wait_for(arrived.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    answer.set()
     assert (await origin.request("POST", "/payments", b"{}", timeout=2)).status == 200
     assert server.connections == 2  # the late answer never reaches the next request
 
@@ -243,7 +254,7 @@ async def test_an_interim_answer_does_not_extend_the_deadline(serve) -> None:
     started = time.monotonic()
     with pytest.raises(AnswerLost):
         await Origin(server.url).request("POST", "/payments", b"{}", timeout=0.3)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5  # the server holds the final answer back for 5 s
 
 
 # -- a processor that trickles its answer ----------------------------------------------------------
@@ -264,8 +275,9 @@ async def test_a_head_trickled_byte_by_byte_ends_at_the_deadline_not_later(serve
     with pytest.raises(AnswerLost):
         await origin.request("POST", "/payments", b"{}", timeout=0.4)
     elapsed = time.monotonic() - started
-    # uvloop's clock counts whole milliseconds, hence 0.39; the slack above is for a loaded machine.
-    assert 0.39 <= elapsed < 1.2, elapsed
+    # uvloop's clock counts whole milliseconds, hence 0.39; the slack above is for a loaded
+    # machine, and still well short of the 4 s the whole head takes.
+    assert 0.39 <= elapsed < 2.0, elapsed
     assert (origin.open_connections, origin.idle_connections) == (0, 0)  # closed, slot freed
 
 
@@ -300,9 +312,10 @@ class Gate:
 async def test_the_pool_bounds_connections_in_use_not_only_idle_ones(serve) -> None:
     gate = Gate()
     server = await serve(gate.script())
-    origin = Origin(server.url, PoolLimits(max_connections=3))
+    origin = Origin(server.url, ConnectionLimits(max_connections=3))
     tasks = [asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=3)) for _ in range(10)]
-    await asyncio.sleep(0.2)
+    await until(lambda: gate.requests >= 3, "three requests sent")
+    await asyncio.sleep(0.05)  # room for a fourth to get through, were the bound broken
     assert (gate.requests, origin.open_connections) == (3, 3)  # seven wait for a connection
     gate.opened.set()
     assert [r.status for r in await asyncio.gather(*tasks)] == [200] * 10
@@ -314,14 +327,16 @@ async def test_the_pool_bounds_connections_in_use_not_only_idle_ones(serve) -> N
 async def test_a_request_that_waits_past_its_deadline_for_a_connection_was_not_sent(serve) -> None:
     gate = Gate()
     server = await serve(gate.script())
-    origin = Origin(server.url, PoolLimits(max_connections=1))
-    holder = asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=3))
-    await asyncio.sleep(0.05)
+    origin = Origin(server.url, ConnectionLimits(max_connections=1))
+    holder = asyncio.create_task(origin.request("POST", "/payments", b"{}", timeout=10))
+    await until(lambda: gate.requests == 1, "the holder's request sent")
     started = time.monotonic()
     with pytest.raises(PoolExhausted) as caught:
         await origin.request("POST", "/payments", b"{}", timeout=0.2)
     assert isinstance(caught.value, ConnectFailed)  # what callers take as "certainly not sent"
-    assert 0.19 <= time.monotonic() - started < 0.6  # uvloop's clock counts whole milliseconds
+    # uvloop's clock counts whole milliseconds; the slack above is for a loaded machine
+    # (the holder keeps its connection for up to 10 s).
+    assert 0.19 <= time.monotonic() - started < 2.0
     assert gate.requests == 1
     gate.opened.set()
     assert (await holder).status == 200
@@ -340,7 +355,7 @@ async def test_a_freed_slot_goes_to_a_waiter_which_opens_its_own_connection(serv
         await writer.drain()
 
     server = await serve(one_per_connection)
-    origin = Origin(server.url, PoolLimits(max_connections=2))
+    origin = Origin(server.url, ConnectionLimits(max_connections=2))
     answers = await asyncio.gather(*(origin.request("GET", "/", timeout=3) for _ in range(6)))
     assert [r.status for r in answers] == [200] * 6
     assert server.connections == 6 and origin.open_connections == 0
@@ -349,11 +364,11 @@ async def test_a_freed_slot_goes_to_a_waiter_which_opens_its_own_connection(serv
 @pytest.mark.asyncio
 async def test_idle_connections_never_exceed_the_total_bound(serve) -> None:
     server = await serve(keep_answering(OK_EMPTY))
-    origin = Origin(server.url, PoolLimits(max_connections=2, max_idle=50))
+    origin = Origin(server.url, ConnectionLimits(max_connections=2, max_idle=50))
     await asyncio.gather(*(origin.request("GET", "/", timeout=2) for _ in range(8)))
     assert origin.idle_connections == origin.open_connections <= 2
     with pytest.raises(ValueError, match="max_connections"):
-        Origin(server.url, PoolLimits(max_connections=0))
+        Origin(server.url, ConnectionLimits(max_connections=0))
 
 
 @pytest.mark.asyncio
@@ -395,7 +410,7 @@ async def test_no_slot_leaks_through_failures_cancellations_and_stale_connection
 
     server = await serve(chaos)
     limit = 8
-    origin = Origin(server.url, PoolLimits(max_connections=limit, max_idle=4, idle_seconds=0.05))
+    origin = Origin(server.url, ConnectionLimits(max_connections=limit, max_idle=4, idle_seconds=0.05))
     most_open = 0
 
     async def one(kind: str) -> None:
@@ -422,11 +437,8 @@ async def test_no_slot_leaks_through_failures_cancellations_and_stale_connection
     # Every slot is still there: `limit` requests held by the server all get sent at once.
     release.clear()
     arrived = held
-    finals = [asyncio.create_task(origin.request("GET", "/hold", timeout=3)) for _ in range(limit)]
-    deadline = time.monotonic() + 2
-    while held - arrived < limit:
-        assert time.monotonic() < deadline, f"only {held - arrived} of {limit} slots left"
-        await asyncio.sleep(0.01)
+    finals = [asyncio.create_task(origin.request("GET", "/hold", timeout=20)) for _ in range(limit)]
+    await until(lambda: held - arrived == limit, f"{limit} held requests sent at once (slots left)")
     release.set()
     assert [r.status for r in await asyncio.gather(*finals)] == [200] * limit
     assert origin.open_connections == origin.idle_connections
@@ -435,8 +447,8 @@ async def test_no_slot_leaks_through_failures_cancellations_and_stale_connection
 @pytest.mark.asyncio
 async def test_a_stale_idle_connection_discarded_frees_its_slot(serve) -> None:
     server = await serve(keep_answering(OK_EMPTY))
-    origin = Origin(server.url, PoolLimits(max_connections=1, idle_seconds=0.05))
+    origin = Origin(server.url, ConnectionLimits(max_connections=1, idle_seconds=0.05))
     assert (await origin.request("GET", "/", timeout=1)).status == 200
     await asyncio.sleep(0.1)  # too old to reuse: closed, and its slot must come back
-    assert (await origin.request("GET", "/", timeout=0.3)).status == 200
+    assert (await origin.request("GET", "/", timeout=2)).status == 200  # else: PoolExhausted
     assert server.connections == 2 and origin.open_connections == 1

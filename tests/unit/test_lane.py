@@ -74,7 +74,7 @@ def slip(correlation_id: str | None = None, amount: float = 19.9) -> bytes:
     return orjson.dumps({"correlationId": correlation_id or str(uuid.uuid4()), "amount": amount})
 
 
-def answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+def answers(raw: bytes | bytearray) -> list[tuple[int, dict[str, str], bytes]]:
     """Split a byte stream of HTTP responses into (status, headers, body)."""
     found = []
     rest = bytes(raw)
@@ -186,7 +186,7 @@ def test_unframeable_requests_are_answered_then_closed(tmp_path: Path, request_b
 def test_http_1_0_and_connection_close_end_the_connection(tmp_path: Path) -> None:
     for kind in ({"version": b"HTTP/1.0"}, {"extra": b"Connection: close\r\n"}):
         lane, transport = connect(make_admission(tmp_path / str(len(kind))))
-        lane.data_received(post(slip(), **kind))  # type: ignore[arg-type]
+        lane.data_received(post(slip(), **kind))
         [(status, headers, _)] = answers(transport.out)
         assert (status, headers["connection"], transport.closed) == (202, "close", True)
 
@@ -212,13 +212,41 @@ def test_arbitrary_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory,
         assert status == 202 or "error" in orjson.loads(body)
 
 
+class LoopClock:
+    """The running asyncio loop's clock, frozen: it moves only by ``advance``, so
+    the lane's timers (``call_later``, ``wait_for``) fire when the test says,
+    however slowly a loaded machine runs it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, asyncio.BaseEventLoop), "asyncio's own loop: uvloop's clock cannot be replaced"
+        self.now = loop.time()
+        monkeypatch.setattr(loop, "time", lambda: self.now)
+
+    async def advance(self, seconds: float) -> None:
+        """Let the loop start what is ready (and so set its timers), move the
+        clock on, then let it run what came due and what that set off."""
+        await self.settle()
+        self.now += seconds
+        await self.settle()
+
+    @staticmethod
+    async def settle() -> None:
+        for _ in range(50):  # loop iterations, not time: a few are enough for any chain here
+            await asyncio.sleep(0)
+
+
 @pytest.mark.asyncio
-async def test_cache_ack_mode_answers_in_order_once_acknowledged_or_timed_out(tmp_path: Path) -> None:
+async def test_cache_ack_mode_answers_in_order_once_acknowledged_or_timed_out(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = LoopClock(monkeypatch)
     admission = make_admission(tmp_path, ack_mode="cache")  # nothing ships here: every wait times out
     lane, transport = connect(admission)
     lane.data_received(post(slip()) + post(b"{bad"))
     assert transport.out == b"" and admission.spool.pending == 1  # spooled, answer held
-    await asyncio.sleep(0.2)
+    await clock.advance(admission.ack_timeout_seconds * 0.75)
+    assert transport.out == b""  # still held: the cache may yet acknowledge it
+    await clock.advance(admission.ack_timeout_seconds * 0.5)
     assert [status for status, _, _ in answers(transport.out)] == [202, 400]
 
 
@@ -291,11 +319,14 @@ def test_no_100_continue_where_it_has_no_place(tmp_path: Path, request_bytes: by
 
 @pytest.mark.asyncio
 async def test_a_request_that_stops_arriving_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 1.0)
+    clock = LoopClock(monkeypatch)
     admission = make_admission(tmp_path)
     lane, transport = connect(admission)
     lane.data_received(post(slip())[:-3])
-    await asyncio.sleep(0.1)
+    await clock.advance(0.75)
+    assert transport.out == b"" and not transport.closed  # still within its time
+    await clock.advance(0.5)
     [(status, headers, body)] = answers(transport.out)
     assert (status, headers["connection"], transport.closed) == (408, "close", True)
     assert "error" in orjson.loads(body) and admission.spool.pending == 0
@@ -304,12 +335,13 @@ async def test_a_request_that_stops_arriving_is_cut_off(tmp_path: Path, monkeypa
 @pytest.mark.asyncio
 async def test_the_clock_runs_per_request_and_not_on_an_idle_connection(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(lane_module, "PARTIAL_REQUEST_TIMEOUT_S", 1.0)
+    clock = LoopClock(monkeypatch)
     lane, transport = connect(make_admission(tmp_path))
     request = post(slip())
     for _ in range(3):  # each request completes within its time, though all three take longer
         lane.data_received(request[:10])
-        await asyncio.sleep(0.06)
+        await clock.advance(0.75)
         lane.data_received(request[10:])
-    await asyncio.sleep(0.2)  # idle between requests: no clock
+    await clock.advance(2.0)  # idle between requests: no clock
     assert [status for status, _, _ in answers(transport.out)] == [202, 202, 202] and not transport.closed

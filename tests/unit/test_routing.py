@@ -1,7 +1,6 @@
-import time
-
 import pytest
 
+from services.consumer import routing
 from services.consumer.routing import ProcessorState, Router
 
 
@@ -33,18 +32,44 @@ def test_failover_uses_fallback_only_while_default_is_down() -> None:
     assert r.target() == "default"
 
 
-def test_all_permits_while_up_one_probe_while_down() -> None:
-    r = router("patient", probe_interval=0.05)
-    assert r.permits(30) == 30
-    r.release(30)
+class Clock:
+    """Stands in for the time module in routing.py: time moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_all_permits_while_up_one_probe_while_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(routing, "time", clock)
+    r = router("patient", probe_interval=1.0)
+    permits = r.grant(30)
+    assert len(permits) == 30 and r.outstanding == 30
+    for permit in permits:
+        permit.release()
     r.outcome("default", ok=False)
-    assert r.permits(30) == 0  # just failed: wait the probe interval
-    time.sleep(0.06)
-    assert r.permits(30) == 1
-    assert r.permits(30) == 0  # the probe is still out
-    r.release()
+    assert r.grant(30) == []  # just failed: wait the probe interval
+    clock.now += 0.5
+    assert r.grant(30) == []  # half of it
+    clock.now += 0.5
+    (probe,) = r.grant(30)
+    assert r.grant(30) == []  # the probe is still out
+    probe.release()
     r.outcome("default", ok=True)
-    assert r.permits(30) == 30
+    assert len(r.grant(30)) == 30
+
+
+def test_a_permit_is_given_back_once() -> None:
+    r = router("patient")
+    first, second = r.grant(2)
+    first.release()
+    first.release()  # the job and the loop both giving it back counts once
+    assert r.outstanding == 1
+    second.release()
+    assert r.outstanding == 0
 
 
 def test_health_report_overrides_observed_state() -> None:
