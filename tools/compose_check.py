@@ -613,7 +613,7 @@ def check_file(path: Path) -> FileResult:
     with processor_stand_ins(stack.app_image) as processors:
         try:
             exercise(stack, processors, result)
-        except Exception as exc:  # noqa: BLE001 - reported, and the stack still goes down
+        except Exception as exc:  # reported, and the stack still goes down
             log.exception("%s failed", path.name)
             result.problems.append(f"{type(exc).__name__}: {exc}")
             dump_diagnostics(stack)

@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -480,10 +480,17 @@ def _stop_rank(name: str) -> tuple[int, int]:
     return (STOP_ORDER.index(service) if service in STOP_ORDER else 99, node)
 
 
+class Watched(Protocol):
+    """What a ``Supervisor`` needs of a process (a ``Popen``; a fake in unit tests)."""
+
+    def poll(self) -> int | None: ...
+
+
 class Supervised(Protocol):
     """What a ``Supervisor`` needs of a stack (a ``Stack``; a fake in unit tests)."""
 
-    procs: dict[str, subprocess.Popen[bytes]]
+    @property
+    def procs(self) -> Mapping[str, Watched]: ...
 
     def restart(self, name: str) -> None: ...
 
@@ -546,7 +553,7 @@ class Supervisor:
         self.up_since: dict[str, float] = {name: started for name in stack.procs}
         # The Popen each exit was seen on: a process replaced behind our back
         # (chaos' own kill-and-restart) is a new one to watch, not a restart of ours.
-        self._watched: dict[str, subprocess.Popen[bytes]] = dict(stack.procs)
+        self._watched: dict[str, Watched | None] = dict(stack.procs)
         self.write_status()
 
     def delay(self, failures: int) -> float:
@@ -589,14 +596,14 @@ class Supervisor:
             self.stack.restart(name)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever a start raises, the supervisor carries on
+        except Exception as exc:  # whatever a start raises, the supervisor carries on
             # A start that timed out may have left the process running but
             # useless: end it, so that "dead, due at ..." is the whole state.
             with contextlib.suppress(Exception):
                 self.stack.kill(name, signal.SIGKILL)
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._failed(name, now, f"failed to start ({first_line})")
-            self._watched[name] = self.stack.procs.get(name)  # type: ignore[assignment]
+            self._watched[name] = self.stack.procs.get(name)
             return False
         self._watched[name] = self.stack.procs[name]
         self.up_since[name] = now

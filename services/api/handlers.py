@@ -92,7 +92,7 @@ class ApiOptions:
 
 class Api:
     def __init__(self, options: ApiOptions, spool: Spool, shipper: Shipper,
-                 stub: pipeline_pb2_grpc.CacheStub) -> None:
+                 stub: pipeline_pb2_grpc.CacheAsyncStub) -> None:
         self.options = options
         self.spool = spool
         self.shipper = shipper

@@ -21,7 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 log = logging.getLogger("api.http")
 
 
-class _JsonErrors(RequestHandler):  # type: ignore[type-arg]
+class _JsonErrors(RequestHandler):
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
         if status >= 500:  # a fault of ours: aiohttp logs it with its traceback
@@ -41,5 +41,5 @@ class _JsonErrors(RequestHandler):  # type: ignore[type-arg]
 class JsonErrorServer(web.Server):
     """``web.Server`` whose connections answer parser errors in JSON."""
 
-    def __call__(self) -> RequestHandler:  # type: ignore[type-arg]
+    def __call__(self) -> RequestHandler:
         return _JsonErrors(self, loop=self._loop, **self._kwargs)

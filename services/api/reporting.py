@@ -24,7 +24,7 @@ REPORT_INTERVAL_SECONDS = 1.0
 
 
 class ApiReporter:
-    def __init__(self, stub: pipeline_pb2_grpc.CacheStub, stats: Callable[[], pb.ApiStats],
+    def __init__(self, stub: pipeline_pb2_grpc.CacheAsyncStub, stats: Callable[[], pb.ApiStats],
                  interval_seconds: float = REPORT_INTERVAL_SECONDS) -> None:
         self._stub = stub
         self._stats = stats

@@ -1,8 +1,9 @@
 """Ships the spool to the cache over one long-lived gRPC stream, in batches.
 
-One stream per api instance instead of one unary call per request: a unary
-grpc.aio call costs about a millisecond of CPU, which at the official load would
-spend a third of the stack's CPU budget on the hop alone.
+One stream per api instance instead of one unary call per request: every gRPC
+message costs the api CPU whatever its size, so a call per request would spend
+much of the stack's CPU budget on the hop alone
+(BENCHMARKS.md, "Decisions in force": batched gRPC hops).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("api.shipper")
 
 
 class Shipper:
-    def __init__(self, spool: Spool, stub: pipeline_pb2_grpc.CacheStub, *,
+    def __init__(self, spool: Spool, stub: pipeline_pb2_grpc.CacheAsyncStub, *,
                  batch_max: int, linger_seconds: float) -> None:
         self._spool = spool
         self._stub = stub
@@ -94,10 +95,10 @@ class Shipper:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._waiter_added.wait(), self._linger)
 
-    async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall[pb.SubmitBatch, pb.SubmitAck]) -> None:
         while True:
             ack = await call.read()
-            if ack is grpc.aio.EOF:
+            if not isinstance(ack, pb.SubmitAck):  # grpc.aio.EOF
                 raise ConnectionError("cache closed the stream")
             self.connected = True
             self.cache_backlog = ack.backlog

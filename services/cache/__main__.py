@@ -26,7 +26,7 @@ from services.cache.memory.journal import FSYNC_POLICIES
 from services.cache.server import CacheService, housekeeping_forever
 from services.cache.store import CacheStore
 from services.common import logs, runtime, supervision
-from services.common.config import ConfigError, env_choice, env_int, load_or_exit
+from services.common.config import ConfigError, check_port, env_choice, env_int, load_or_exit
 from services.common.listen import replace_stale
 from services.common.rpc import pipeline_pb2_grpc
 from services.common.rpc_client import MESSAGE_OPTIONS
@@ -42,11 +42,8 @@ def redis_url(name: str, default: str) -> str:
             raise ConfigError(f"{name}={value!r}: a unix socket URL needs an absolute path (unix:///...)")
         return value
     if value.startswith("redis://"):
+        check_port(name, value)
         parts = urlsplit(value)
-        try:
-            parts.port  # noqa: B018 (validates the port)
-        except ValueError:
-            raise ConfigError(f"{name}={value!r} has an invalid port") from None
         db = parts.path.strip("/")
         if not parts.hostname or (db and not db.isdigit()):
             raise ConfigError(f"{name}={value!r} must be redis://host[:port][/db]")

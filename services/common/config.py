@@ -72,11 +72,17 @@ def env_url(name: str, default: str) -> str:
     parts = urlsplit(value)
     if parts.scheme != "http" or not parts.hostname or parts.path:
         raise ConfigError(f"{name}={value!r} must be an http://host[:port] URL")
-    try:
-        parts.port  # noqa: B018 (validates the port)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} has an invalid port") from None
+    check_port(name, value)
     return value
+
+
+def check_port(name: str, url: str) -> None:
+    """``url``'s port, if it has one, is a number from 0 to 65535 (urlsplit
+    checks it only when it is read)."""
+    try:
+        urlsplit(url).port  # noqa: B018 (read for its check)
+    except ValueError:
+        raise ConfigError(f"{name}={url!r} has an invalid port") from None
 
 
 def _check_range(name: str, value: float, minimum: float | None,

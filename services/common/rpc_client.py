@@ -31,7 +31,7 @@ def cache_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
-def cache_stub(channel: grpc.aio.Channel) -> pipeline_pb2_grpc.CacheStub:
+def cache_stub(channel: grpc.aio.Channel) -> pipeline_pb2_grpc.CacheAsyncStub:
     return pipeline_pb2_grpc.CacheStub(channel)
 
 

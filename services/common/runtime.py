@@ -49,7 +49,7 @@ def set_cpu_slice(microseconds: int) -> bool:
         return False
     attr = ctypes.create_string_buffer(struct.pack(
         "IIQiIQQQII", 56, os.SCHED_OTHER, 0, 0, 0, microseconds * 1000, 0, 0, 0, 0))
-    return _libc().syscall(_SYS_SCHED_SETATTR, 0, attr, 0) == 0
+    return int(_libc().syscall(_SYS_SCHED_SETATTR, 0, attr, 0)) == 0
 
 
 @functools.cache

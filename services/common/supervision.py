@@ -31,5 +31,5 @@ def restarts(path: str | None) -> dict[str, int]:
         # bool is an int to Python but not a count; anything else is dropped alone.
         return {str(name): count for name, count in counts.items()
                 if isinstance(count, int) and not isinstance(count, bool) and count >= 0}
-    except Exception:  # noqa: BLE001 - OSError, bad JSON, wrong shape: all mean "no figures"
+    except Exception:  # OSError, bad JSON, wrong shape: all mean "no figures"
         return {}

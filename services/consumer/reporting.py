@@ -11,13 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
 from services.common import logs
 from services.common.rpc import pipeline_pb2 as pb
-from services.common.rpc import pipeline_pb2_grpc
 from services.common.rpc_client import Backoff
 
 log = logging.getLogger("consumer.reporting")
@@ -33,8 +32,22 @@ class _Outbox(Generic[T]):
     items: list[T] = field(default_factory=list)
 
 
+class ResultCalls(Protocol):
+    """The cache's three result RPCs, as the reporter calls them
+    (``pipeline_pb2_grpc.CacheAsyncStub`` has them; a fake in unit tests)."""
+
+    def Complete(self, request: pb.CompleteRequest, *,
+                 timeout: float | None = ..., wait_for_ready: bool | None = ...) -> Awaitable[object]: ...
+
+    def Requeue(self, request: pb.RequeueRequest, *,
+                timeout: float | None = ..., wait_for_ready: bool | None = ...) -> Awaitable[object]: ...
+
+    def Reject(self, request: pb.RejectRequest, *,
+               timeout: float | None = ..., wait_for_ready: bool | None = ...) -> Awaitable[object]: ...
+
+
 class Reporter:
-    def __init__(self, stub: pipeline_pb2_grpc.CacheAsyncStub, *, flush_seconds: float,
+    def __init__(self, stub: ResultCalls, *, flush_seconds: float,
                  rpc_timeout_seconds: float = 5.0, backoff: Backoff | None = None) -> None:
         self._flush_seconds = flush_seconds
         self._backoff = backoff or Backoff(first=0.2, ceiling=2.0)

@@ -83,6 +83,8 @@ def test_redis_url_is_not_read_by_a_memory_cache(monkeypatch: pytest.MonkeyPatch
 
 def test_the_retention_defaults_to_a_day_and_reaches_both_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     from services.cache.__main__ import CacheSettings, make_store
+    from services.cache.memory import MemoryStore
+    from services.cache.redis_store import RedisStore
 
     monkeypatch.delenv("CACHE_RETENTION_S", raising=False)
     monkeypatch.setenv("CACHE_JOURNAL", "off")
@@ -91,7 +93,9 @@ def test_the_retention_defaults_to_a_day_and_reaches_both_stores(monkeypatch: py
     monkeypatch.setenv("CACHE_RETENTION_S", "60")
     settings = CacheSettings.from_env()
     assert settings.retention_ms == 60_000
-    assert make_store(settings).state.retention_ms == 60_000  # type: ignore[attr-defined]
+    memory = make_store(settings)
+    assert isinstance(memory, MemoryStore) and memory.state.retention_ms == 60_000
     monkeypatch.setenv("CACHE_STORE", "redis")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    assert make_store(CacheSettings.from_env()).retention_ms == 60_000  # type: ignore[attr-defined]
+    redis = make_store(CacheSettings.from_env())
+    assert isinstance(redis, RedisStore) and redis.retention_ms == 60_000

@@ -11,32 +11,38 @@ from services.consumer.reporting import Reporter
 
 
 class CacheCalls:
-    """The two calls the reporter makes, scripted: ``hang`` blocks a call
-    (a cache that does not answer), anything else returns at once."""
+    """The calls the reporter makes (``reporting.ResultCalls``), scripted:
+    ``hang`` blocks a call (a cache that does not answer), anything else
+    returns at once."""
 
     def __init__(self, hang: set[str]) -> None:
         self.hang = hang
-        self.taken: dict[str, int] = {"Complete": 0, "Requeue": 0}
+        self.taken: dict[str, int] = {"Complete": 0, "Requeue": 0}  # Reject once called
         self.requeued: list[pb.Retry] = []
+        self.rejected: list[pb.Rejection] = []
         self.entered = asyncio.Event()
 
     async def _call(self, name: str, count: int) -> None:
         self.entered.set()
         if name in self.hang:
             await asyncio.Event().wait()
-        self.taken[name] += count
+        self.taken[name] = self.taken.get(name, 0) + count
         return None
 
-    def Complete(self, request: pb.CompleteRequest, **_: object):  # noqa: N802 (the RPC's name)
+    def Complete(self, request: pb.CompleteRequest, **_: object):
         return self._call("Complete", len(request.completions))
 
-    def Requeue(self, request: pb.RequeueRequest, **_: object):  # noqa: N802
+    def Requeue(self, request: pb.RequeueRequest, **_: object):
         self.requeued.extend(request.retries)
         return self._call("Requeue", len(request.retries))
 
+    def Reject(self, request: pb.RejectRequest, **_: object):
+        self.rejected.extend(request.rejections)
+        return self._call("Reject", len(request.rejections))
+
 
 def filled_reporter(stub: CacheCalls) -> Reporter:
-    reporter = Reporter(stub, flush_seconds=0.01)  # type: ignore[arg-type]
+    reporter = Reporter(stub, flush_seconds=0.01)
     reporter.completed("c1", "default", 1990, 123)
     reporter.retry(pb.Payment(correlation_id="c2", amount_cents=100), ("default",), 1.0)
     return reporter
@@ -79,7 +85,7 @@ def test_backoff_doubles_up_to_its_ceiling_and_starts_over_after_a_reset() -> No
 def test_a_hand_back_names_the_lease_it_returns() -> None:
     async def scenario() -> list[pb.Retry]:
         stub = CacheCalls(hang=set())
-        reporter = Reporter(stub, flush_seconds=0.01)  # type: ignore[arg-type]
+        reporter = Reporter(stub, flush_seconds=0.01)
         leased = pb.Payment(correlation_id="c3", amount_cents=100, check=["fallback"], lease=3)
         reporter.retry(leased, ("default",), 0.5)
         assert await reporter.flush()
@@ -90,28 +96,17 @@ def test_a_hand_back_names_the_lease_it_returns() -> None:
     assert retry.delay_ms == 500
 
 
-class Rejections:
-    """The Reject call alone, recording what it was sent."""
-
-    def __init__(self) -> None:
-        self.rejected: list[pb.Rejection] = []
-
-    async def Reject(self, request: pb.RejectRequest, **_: object) -> None:  # noqa: N802
-        self.rejected.extend(request.rejections)
-
-
 def test_reports_name_the_lease_not_the_attempts() -> None:
     """A hand-back and a rejection name Payment.lease; Payment.attempts is a
     count and is not what ends a lease."""
     async def scenario() -> tuple[list[pb.Retry], list[pb.Rejection]]:
-        requeues, rejections = CacheCalls(hang=set()), Rejections()
-        retrying = Reporter(requeues, flush_seconds=0.01)  # type: ignore[arg-type]
-        rejecting = Reporter(rejections, flush_seconds=0.01)  # type: ignore[arg-type]
+        stub = CacheCalls(hang=set())
+        reporter = Reporter(stub, flush_seconds=0.01)
         leased = pb.Payment(correlation_id="c4", amount_cents=100, lease=7, attempts=2)
-        retrying.retry(leased, (), 0.0)
-        rejecting.rejected(leased, "fallback", "fallback answered 422")
-        assert await retrying.flush() and await rejecting.flush()
-        return requeues.requeued, rejections.rejected
+        reporter.retry(leased, (), 0.0)
+        reporter.rejected(leased, "fallback", "fallback answered 422")
+        assert await reporter.flush()
+        return stub.requeued, stub.rejected
 
     (retry,), (rejection,) = asyncio.run(scenario())
     assert retry.payment.lease == 7

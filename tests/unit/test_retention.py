@@ -149,7 +149,7 @@ def test_a_journal_from_before_the_retention_still_replays(tmp_path: Path) -> No
     clock = Clock()
     store = new_store(clock)
     Journal(path).replay_into(store)
-    assert store.lookup("a").state is State.DONE
+    assert store.entries["a"].state is State.DONE
     assert store.totals("default", None, None) == Totals(1, 100)
     assert store.backlog == 1
     # A completion of b with any requestedAt counts: its acceptance is unknown.
@@ -216,7 +216,7 @@ def test_a_snapshot_larger_than_the_threshold_is_not_rewritten_every_second(tmp_
         rewrites: list[int] = []
         rewrite = store.journal.rewrite
 
-        def counting(lines):  # type: ignore[no-untyped-def]
+        def counting(lines):
             rewrite(lines)
             rewrites.append((tmp_path / "j.log").stat().st_size)
 

@@ -52,7 +52,7 @@ class FakeStack:
 def make(stack: FakeStack, tmp_path: Path | None = None) -> tuple[Supervisor, list[str]]:
     lines: list[str] = []
     status = tmp_path / "supervisor.json" if tmp_path else None
-    return Supervisor(stack, status, log=lines.append, now=0.0), lines  # type: ignore[arg-type]
+    return Supervisor(stack, status, log=lines.append, now=0.0), lines
 
 
 def test_a_dead_service_restarts_after_the_first_delay_and_is_counted(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_a_real_process_killed_is_restarted(tmp_path: Path) -> None:
 
     stack = OneProcess()
     first = stack.procs["sleeper"]
-    supervisor = Supervisor(stack, tmp_path / "s.json", first_delay=0.05, log=lambda _: None)  # type: ignore[arg-type]
+    supervisor = Supervisor(stack, tmp_path / "s.json", first_delay=0.05, log=lambda _: None)
     try:
         first.kill()
         first.wait()
