@@ -10,7 +10,9 @@ per-service resource table.
 answers, no Python behind it: what k6, the stand-ins and the machine cost by
 themselves): one before the first run and one after each. Each run's p99 is
 then quoted as a ratio to the mean of the two floors beside it. The machine
-drifts by a fifth within an hour, so a floor measured minutes away would not do.
+drifts within an hour by more than most effects measured, so a floor measured
+minutes away would not do
+(BENCHMARKS.md, "Decisions in force": a floor beside every run).
 
 Each run starts a fresh stack (fresh stand-ins, cache, apis, consumer, nginx),
 so runs do not leak state into each other. Results go to loadtest/results/:
@@ -50,7 +52,7 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from tools.cgroups import Limit, compose_limits
+from tools.cgroups import ResourceLimit, compose_limits
 from tools.cgroups import available as cgroups_available
 from tools.stack import REPO, STORES, Stack, StackConfig, add_isolation_options
 
@@ -60,7 +62,7 @@ COMPOSE = REPO / "docker-compose.yml"
 REDIS_COMPOSE = REPO / "docker-compose.redis.yml"
 
 
-def redis_limit() -> Limit:
+def redis_limit() -> ResourceLimit:
     """The "redis" service's limit in docker-compose.redis.yml (0.5 CPU / 256 MB)."""
     return compose_limits(REDIS_COMPOSE)["redis"]
 
@@ -104,7 +106,7 @@ def cpu_jiffies(stat: str) -> tuple[int, int]:
 def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
     """Share of the machine's CPU time the hypervisor gave to someone else:
     above ~1% the host, not the code under test, set the run's tail
-    (BENCHMARKS.md, session 8)."""
+    (BENCHMARKS.md, "Decisions in force": steal check)."""
     total = after[1] - before[1]
     return round(100 * (after[0] - before[0]) / total, 2) if total > 0 else 0.0
 
@@ -173,7 +175,7 @@ def run_once(args: argparse.Namespace, stamp: str) -> dict:
         limits["redis"] = redis_limit()
     if args.standin_cpus and args.limits:
         for role in ("default", "fallback"):
-            limits[f"processor-{role}"] = Limit(args.standin_cpus, 200 * 1024**2)
+            limits[f"processor-{role}"] = ResourceLimit(args.standin_cpus, 200 * 1024**2)
     if args.ignore_shares:
         limits = {name: replace(limit, shares=1024) for name, limit in limits.items()}
     service_env: dict[str, dict[str, str]] = {}
@@ -244,9 +246,10 @@ def floor_ratio(p99_ms: float, before_ms: float, after_ms: float) -> float:
 
 
 def series_floor_ratios(p99s_ms: list[float], floors_ms: list[float]) -> tuple[float, list[float]]:
-    """Each p99 over the median of every floor in the series: a steadier
-    divisor than the two floors beside a run, which differ by up to 1.8x
-    minutes apart on these machines (reported beside the checked ratio)."""
+    """Each p99 over the median of every floor in the series, reported beside
+    the checked ratio: a steadier divisor than the two floors beside a run,
+    which can differ widely minutes apart on these machines
+    (BENCHMARKS.md, "How to read and run these figures")."""
     floor = round(statistics.median(floors_ms), 3)
     return floor, [round(p99 / floor, 2) for p99 in p99s_ms]
 

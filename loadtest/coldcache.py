@@ -5,8 +5,9 @@
 Runs the lane's per-request parsing (nginx's head matched by the lane's regex,
 the slip by ``parse_slip``, the correlation id remembered in a dict) back to
 back, then with a sleep between iterations as long as the gap an api sees
-between two requests under load. Under load an api's loop spent ~70 µs of
-user CPU per request for what takes a few µs warm (BENCHMARKS.md, session 6):
+between two requests under load. Under load an api's loop spent many times
+the user CPU per request that the same work takes warm
+(docs/benchmarks-history.md#where-an-apis-cpu-goes-user-time-cold):
 this shows how much of that is the CPU coming back from idle with cold caches,
 on an otherwise idle machine. Wall times of the work alone, in µs.
 """

@@ -10,7 +10,7 @@
    one consumer, both processors), per call.
 
 Rounds alternate the variants so the machine's drift hits them alike; medians
-are quoted (BENCHMARKS.md, "metrics").
+are quoted (BENCHMARKS.md, "Metrics cost").
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The official scenario, this checkout against an earlier commit, interleaved
 # with floors between: floor, base, this, floor, this, base, floor, base, this,
-# floor (BENCHMARKS.md, session 11, series N). Each run is `loadtest.bench`
-# in its own checkout; ratios are computed from the printed p99s and floors.
+# floor (docs/benchmarks-history.md, session 11, series N). Each run is
+# `loadtest.bench` in its own checkout; ratios are computed from the printed
+# p99s and floors.
 #
 #   loadtest/versus.sh <commit> [worktree dir]
 set -euo pipefail

@@ -4,17 +4,17 @@ nginx sends exactly ``location = /payments`` to this socket and every other
 endpoint to the aiohttp server beside it, in the same process and event loop.
 The hot path is the only request the load cares about, and aiohttp's request
 machinery (a task, a request object, header multidicts, a response object per
-request) cost the two instances 351 µs of CPU per payment against 222 µs with
-this lane, and 0.15 ms of median latency (BENCHMARKS.md, "What the CPU was
-spent on"). Both paths admit payments through the one ``Admission``
+request) cost the two instances more CPU per payment than this lane does, and
+median latency with it (BENCHMARKS.md, "Decisions in force": payments lane).
+Both paths admit payments through the one ``Admission``
 (services/api/admission.py), so they cannot disagree on what is accepted.
 
 What a request costs here is its cost from cold caches: requests reach an
 instance milliseconds apart, with k6 and the other services running in
-between, so the lane's Python that takes 8 µs in a warm loop took 90 µs of CPU
-per request under load. Hence the fast path for the exact request nginx sends:
+between, so the lane's Python costs many times more per request under load
+than in a warm loop. Hence the fast path for the exact request nginx sends:
 one regular expression for the head, one for the slip (``parse_slip``), no
-buffering (BENCHMARKS.md, session 4).
+buffering (BENCHMARKS.md, "Decisions in force": lane fast path).
 
 The only client is nginx over a private socket, with HTTP/1.1 keep-alive and
 request buffering on: bodies arrive with a Content-Length, one request at a
@@ -34,7 +34,7 @@ import asyncio
 import re
 from http import HTTPStatus
 from time import perf_counter
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import orjson
 
@@ -154,7 +154,7 @@ class PaymentsLane(asyncio.Protocol):
         self._cutoff: asyncio.TimerHandle | None = None  # ends a request that stopped arriving
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)  # a stream socket's: it can write
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

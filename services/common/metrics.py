@@ -2,9 +2,10 @@
 
 Each process counts its own observations into fixed buckets (``BOUNDS``, one
 set for every histogram, so that any two can be added up) and ships the counts
-in its reports (``pb.Histogram``); the api that is scraped renders them with
+in its reports (``pb.Histogram``); the cache renders them with
 prometheus_client (services/cache/metrics.py). Recording is a ``bisect`` and two
-additions, cheap enough for the request path (BENCHMARKS.md, "metrics").
+additions, cheap enough for the request path
+(BENCHMARKS.md, "Decisions in force": plain counters on the request path).
 """
 
 from __future__ import annotations

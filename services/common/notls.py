@@ -3,8 +3,8 @@
 Every hop of the stack is plain gRPC over unix sockets or plain HTTP, yet
 ``import asyncio`` and ``import uvloop`` load ``ssl``, and ``import aiohttp``
 loads ``hashlib``: both map OpenSSL's libcrypto (and ``ssl`` libssl too). That
-was 7 to 8 MB of peak RSS in every service, 29 MB across the four (BENCHMARKS.md,
-session 3, "RSS: no OpenSSL in any service").
+was several MB of peak RSS in every service
+(BENCHMARKS.md, "Decisions in force": no OpenSSL).
 
 ``keep_tls_out`` must run before anything imports asyncio, so each
 ``__main__`` calls it first, and only when it runs as the service: it changes

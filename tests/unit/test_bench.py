@@ -66,7 +66,7 @@ def test_steal_pct_is_the_share_of_machine_time_taken_by_the_host() -> None:
 
 
 def test_host_steal_in_a_run_or_either_floor_beside_it_is_a_violation() -> None:
-    # Series H (BENCHMARKS.md, session 8): run 2 "passed" at 0.57 x floor only
+    # Series H (docs/benchmarks-history.md, session 8): run 2 "passed" at 0.57 x floor only
     # because the floor after it lost 7.89% of the machine to the host.
     run = {**CLEAN, "p99_over_floor": 0.57, "steal_pct": 0.03,
            "floor_before_steal_pct": 0.04, "floor_after_steal_pct": 7.89}
@@ -121,7 +121,7 @@ def test_the_scraper_gets_the_url_every_interval_and_counts_failures() -> None:
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:  # the stdlib's name
             hits.append(self.path)
             self.send_response(200 if len(hits) % 2 else 503)
             self.end_headers()
