@@ -189,5 +189,5 @@ def test_every_decision_says_why_and_links_to_the_experiment() -> None:
 def test_the_notebook_keeps_every_session_newest_first() -> None:
     text = HISTORY.read_text()
     sessions = [int(n) for n in re.findall(r"^# Session (\d+) ", text, re.M)]
-    assert sessions == list(range(13, 0, -1))
+    assert sessions == list(range(max(sessions), 0, -1)) and max(sessions) >= 13  # none lost, newest first
     assert "](../BENCHMARKS.md)" in text.split("\n# Session")[0]
