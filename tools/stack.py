@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
@@ -624,14 +623,11 @@ class Supervisor:
     def run(self, interval: float = 0.5, until: Callable[[], bool] = lambda: False,
             clock: Callable[[], float] = time.monotonic) -> None:
         """Poll every ``interval`` seconds until ``until()`` (forever by default:
-        Ctrl-C/SIGTERM, turned into KeyboardInterrupt by ``main``, ends it)."""
-        def told_to_stop() -> bool:
-            if until():
-                return True
+        Ctrl-C/SIGTERM, turned into KeyboardInterrupt by ``main``, ends it).
+        A paced loop of work, not a wait for a condition: no deadline."""
+        while not until():
             self.poll_once(clock())
-            return False
-
-        wait_until(told_to_stop, timeout=math.inf, what="the supervisor's end", interval=interval)
+            time.sleep(interval)
 
 
 def add_isolation_options(parser: argparse.ArgumentParser, *, cgroups: bool = True) -> None:

@@ -49,12 +49,6 @@ class Delivery(Protocol):
     async def wait_acked(self, seq: int) -> None: ...
 
 
-def refuse_if_too_large(length: int) -> None:
-    """A declared body length past the limit is refused before it is read."""
-    if length > MAX_BODY_BYTES:
-        raise Refused(413, TOO_LARGE)
-
-
 class Admission:
     """Validates and spools payments, and counts every answer to a POST."""
 
@@ -89,12 +83,11 @@ class Admission:
 
     def admit(self, body: bytes) -> int:
         """Validate and spool one payment; its spool seq, or ``Refused``."""
-        try:
-            refuse_if_too_large(len(body))
-            correlation_id, amount_cents = parse_slip(body)
-        except Refused:
+        if len(body) > MAX_BODY_BYTES:
             self.rejected += 1
-            raise
+            raise Refused(413, TOO_LARGE)
+        try:
+            correlation_id, amount_cents = parse_slip(body)
         except InvalidPayment as exc:
             self.rejected += 1
             raise Refused(exc.status, str(exc)) from None

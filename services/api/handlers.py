@@ -21,9 +21,9 @@ from services.api.admission import (
     CONTINUE,
     MAX_BODY_BYTES,
     PARTIAL_REQUEST_TIMEOUT_S,
+    TOO_LARGE,
     Admission,
     Refused,
-    refuse_if_too_large,
 )
 from services.api.reporting import ApiReporter
 from services.api.shipper import Shipper
@@ -146,11 +146,9 @@ class Api:
 
     async def _post_payment(self, request: web.BaseRequest) -> web.StreamResponse:
         admission = self.admission
-        try:
-            refuse_if_too_large(request.content_length or 0)
-        except Refused as exc:
+        if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before it is read
             admission.rejected += 1
-            return error(exc.status, exc.message)
+            return error(413, TOO_LARGE)
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # aiohttp's router would send this; its low-level server, which we
             # use, does not, and a client that waits for it would wait for ever.
